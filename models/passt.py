@@ -1,0 +1,453 @@
+"""PaSST: the Patchout faSt Spectrogram Transformer (Koutini et al., Interspeech 2022).
+
+One model file, in the spirit of timm's ``vision_transformer.py``:
+
+* :class:`PaSST` - the network: overlapping conv patch embedding, separate frequency and time
+  positional encodings on the patch grid, class + distillation tokens, timm transformer blocks
+  (fused scaled-dot-product attention) and structured / unstructured patchout in training.
+* :data:`ARCHS` - a registry of every released architecture, with its release URL and the
+  settings it was trained with.
+* :func:`get_model` - the one builder, with the original framework's signature and defaults.
+
+Checkpoint loading (release files, the original framework's Lightning checkpoints, ImageNet
+DeiT weights) lives in :mod:`models.checkpoints`; this file only builds networks.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.nn as nn
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import Block
+
+_logger = logging.getLogger(__name__)
+
+PATCH_SIZE = 16
+_RELEASES = "https://github.com/kkoutini/PaSST/releases/download"
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """One released architecture: how to build it and where its weights live.
+
+    ``fstride``/``tstride``/``input_tdim``/``n_classes`` are the settings the checkpoint was
+    trained with; :func:`get_model` warns (and adapts the encodings) when they are changed.
+    """
+
+    name: str
+    url: str
+    description: str
+    fstride: int = 10
+    tstride: int = 10
+    input_fdim: int = 128
+    input_tdim: int = 998
+    n_classes: int = 527
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    imagenet: bool = False  # weights come from an image model (pos_embed on a square grid)
+
+    @property
+    def file_name(self) -> str:
+        """File name of the release, as stored in ``$TORCH_HOME/hub/checkpoints/``."""
+        return self.url.rsplit("/", 1)[-1]
+
+
+def _release(tag: str, file: str) -> str:
+    return f"{_RELEASES}/{tag}/{file}"
+
+
+_ARCH_LIST = [
+    ArchConfig("passt_deit_bd_p16_384",
+               "https://dl.fbaipublicfiles.com/deit/deit_base_distilled_patch16_384-d0272ac0.pth",
+               "ImageNet DeiT-B distilled 384 start point; positional encodings adapted from the image grid",
+               n_classes=1000, imagenet=True),
+    ArchConfig("passt_s_swa_p16_128_ap476", _release("v0.0.1-audioset", "passt-s-f128-p16-s10-ap.476-swa.pt"),
+               "PaSST-S AudioSet, stride 10, structured patchout, SWA, mAP .476"),
+    ArchConfig("passt_s_swa_p16_128_ap4761", _release("v0.0.2-audioset", "passt-s-f128-p16-s10-ap.4761-swa.pt"),
+               "PaSST-S AudioSet, stride 10, SWA, mAP .4761 (second run)"),
+    ArchConfig("passt_s_p16_128_ap472", _release("v0.0.2-audioset", "passt-s-f128-p16-s10-ap.472.pt"),
+               "PaSST-S AudioSet, stride 10, no SWA, mAP .472"),
+    ArchConfig("passt_s_kd_p16_128_ap486", _release("v.0.0.9", "passt-s-kd-ap.486.pt"),
+               "PaSST-S AudioSet trained with knowledge distillation, stride 10, mAP .486"),
+    ArchConfig("passt_l_kd_p16_128_ap47", _release("v.0.0.10", "passt-l-kd-ap.47.pt"),
+               "PaSST-L (light, depth 7) AudioSet with knowledge distillation, stride 10, mAP .47", depth=7),
+    ArchConfig("passt_s_p16_s12_128_ap470", _release("v0.0.2-audioset", "passt-s-f128-p16-s12-ap.470.pt"),
+               "PaSST-S AudioSet, stride 12, mAP .470", fstride=12, tstride=12),
+    ArchConfig("passt_s_swa_p16_s12_128_ap473", _release("v0.0.2-audioset", "passt-s-f128-p16-s12-ap.473-swa.pt"),
+               "PaSST-S AudioSet, stride 12, SWA, mAP .473", fstride=12, tstride=12),
+    ArchConfig("passt_s_p16_s14_128_ap469", _release("v0.0.2-audioset", "passt-s-f128-p16-s14-ap.469.pt"),
+               "PaSST-S AudioSet, stride 14, mAP .469", fstride=14, tstride=14),
+    ArchConfig("passt_s_swa_p16_s14_128_ap471", _release("v0.0.2-audioset", "passt-s-f128-p16-s14-ap.471-swa.pt"),
+               "PaSST-S AudioSet, stride 14, SWA, mAP .471", fstride=14, tstride=14),
+    ArchConfig("passt_s_p16_s16_128_ap468", _release("v0.0.2-audioset", "passt-s-f128-p16-s16-ap.468.pt"),
+               "PaSST-S AudioSet, stride 16 (no patch overlap), mAP .468", fstride=16, tstride=16),
+    ArchConfig("passt_s_swa_p16_s16_128_ap473", _release("v0.0.2-audioset", "passt-s-f128-p16-s16-ap.473-swa.pt"),
+               "PaSST-S AudioSet, stride 16, SWA, mAP .473", fstride=16, tstride=16),
+    ArchConfig("passt_s_f128_20sec_p16_s10_ap474",
+               _release("v0.0.5", "passt-s-f128-20sec-p16-s10-ap.474-swa.pt"),
+               "PaSST-S AudioSet with 20 s time encodings (2000 frames), SWA, mAP .474", input_tdim=2000),
+    ArchConfig("passt_s_f128_30sec_p16_s10_ap473",
+               _release("v0.0.5", "passt-s-f128-30sec-p16-s10-ap.473-swa.pt"),
+               "PaSST-S AudioSet with 30 s time encodings (3000 frames), SWA, mAP .473", input_tdim=3000),
+    ArchConfig("passt_s_swa_f128_stfthop100_p16_s10_ap473",
+               _release("v0.0.3-audioset", "passt-s-f128-stfthop100-p16-s10-ap.473-swa.pt"),
+               "PaSST-S AudioSet on STFT hop 100 (3200 frames per 10 s), SWA, mAP .473", input_tdim=3200),
+    ArchConfig("passt_s_swa_f128_stfthop160_p16_s10_ap473",
+               _release("v0.0.3-audioset", "passt-s-f128-stfthop160-p16-s10-ap.473-swa.pt"),
+               "PaSST-S AudioSet on STFT hop 160 (2000 frames per 10 s), SWA, mAP .473", input_tdim=2000),
+    ArchConfig("openmic_passt_s_f128_10sec_p16_s10_ap85",
+               _release("v0.0.5", "openmic-passt-s-f128-10sec-p16-s10-ap.85.pt"),
+               "PaSST-S fine-tuned on OpenMIC-2018 (20 instruments), mAP .85", n_classes=20),
+    ArchConfig("fsd50k_passt_s_f128_p16_s10_ap655",
+               _release("v0.0.5", "fsd50k-passt-s-f128-p16-s10-ap.655.pt"),
+               "PaSST-S fine-tuned on FSD50K (200 classes), stride 10, mAP .655", n_classes=200),
+    ArchConfig("fsd50k_passt_s_n_f128_p16_s16_ap642",
+               _release("v0.0.5", "fsd50k-passt-s-n-f128-p16-s16-ap.642.pt"),
+               "PaSST-S fine-tuned on FSD50K, stride 16 (no overlap), mAP .642",
+               fstride=16, tstride=16, n_classes=200),
+    ArchConfig("passt_b_f128_p16_s16_ap_459", _release("v.0.0.7-audioset", "passt-b-f128-p16-s16-ap.459.pt"),
+               "PaSST-B: AudioSet, stride 16, trained without patchout, mAP .459", fstride=16, tstride=16),
+    ArchConfig("passt_u600_f128_p16_s16_ap_460", _release("v.0.0.7-audioset", "passt-u600-f128-p16-s16-ap.460.pt"),
+               "PaSST-U600: AudioSet, stride 16, unstructured patchout of 600 patches, mAP .460",
+               fstride=16, tstride=16),
+]
+
+#: Every released architecture by name.
+ARCHS: dict[str, ArchConfig] = {a.name: a for a in _ARCH_LIST}
+
+#: Short names used by the original framework and the hear21passt package.
+ARCH_ALIASES: dict[str, str] = {
+    "passt_20sec": "passt_s_f128_20sec_p16_s10_ap474",
+    "passt_30sec": "passt_s_f128_30sec_p16_s10_ap473",
+    "stfthop100": "passt_s_swa_f128_stfthop100_p16_s10_ap473",
+    "stfthop160": "passt_s_swa_f128_stfthop160_p16_s10_ap473",
+    "openmic": "openmic_passt_s_f128_10sec_p16_s10_ap85",
+    "openmic2008": "openmic_passt_s_f128_10sec_p16_s10_ap85",
+    "fsd50k": "fsd50k_passt_s_f128_p16_s10_ap655",
+    "fsd50k-n": "fsd50k_passt_s_n_f128_p16_s16_ap642",
+}
+
+
+def resolve_arch(arch: str) -> ArchConfig:
+    """Look up an architecture by name or alias; the error lists every known name."""
+    name = ARCH_ALIASES.get(arch, arch)
+    if name not in ARCHS:
+        known = ", ".join(sorted(ARCHS)) + "; aliases: " + ", ".join(sorted(ARCH_ALIASES))
+        raise ValueError(f"Unknown PaSST arch {arch!r}. Known architectures: {known}")
+    return ARCHS[name]
+
+
+def patch_grid(input_fdim: int, input_tdim: int, fstride: int, tstride: int) -> tuple[int, int]:
+    """Shape of the positional-encoding grid, ``(input // stride)`` per axis.
+
+    This is what the released checkpoints were built with; it can exceed the conv's real output
+    by one column (stride 12: 83 encodings for 82 patches) and the extra ones are simply unused.
+    """
+    return input_fdim // fstride, input_tdim // tstride
+
+
+class PaSST(nn.Module):
+    """Audio spectrogram transformer with patchout.
+
+    ``forward(x)`` takes ``[batch, in_chans, n_mels, frames]`` and returns ``(logits, embedding)``.
+    The parameter names match the released checkpoints exactly.
+    """
+
+    def __init__(
+        self,
+        u_patchout: int = 0,
+        s_patchout_t: int = 0,
+        s_patchout_f: int = 0,
+        img_size: tuple[int, int] = (128, 998),
+        stride: tuple[int, int] = (10, 10),
+        in_chans: int = 1,
+        num_classes: int = 527,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        distilled: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
+        self.u_patchout = u_patchout
+        self.s_patchout_t = s_patchout_t
+        self.s_patchout_f = s_patchout_f
+        self.img_size = tuple(img_size)
+        self.stride = tuple(stride)
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.embed_dim = self.num_features = embed_dim
+        self.num_tokens = 2 if distilled else 1
+
+        grid_f, grid_t = patch_grid(*self.img_size, *self.stride)
+        self.patch_embed = nn.Module()  # keeps the released key name: patch_embed.proj.*
+        self.patch_embed.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=PATCH_SIZE, stride=self.stride)
+
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if distilled else None
+        self.new_pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, embed_dim))  # for the tokens
+        self.freq_new_pos_embed = nn.Parameter(torch.zeros(1, embed_dim, grid_f, 1))
+        self.time_new_pos_embed = nn.Parameter(torch.zeros(1, embed_dim, 1, grid_t))
+        self.pos_drop = nn.Dropout(drop_rate)
+
+        norm_layer = partial(nn.LayerNorm, eps=1e-6)
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
+        self.blocks = nn.Sequential(*[
+            Block(dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=True,
+                  proj_drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i], norm_layer=norm_layer)
+            for i in range(depth)
+        ])
+        self.norm = norm_layer(embed_dim)
+        self.head = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, num_classes))
+        self.head_dist = nn.Linear(embed_dim, num_classes) if distilled else None
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for p in (self.new_pos_embed, self.freq_new_pos_embed, self.time_new_pos_embed, self.cls_token):
+            trunc_normal_(p, std=0.02)
+        if self.dist_token is not None:
+            trunc_normal_(self.dist_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameters that should not be weight-decayed (tokens and positional encodings)."""
+        return {"new_pos_embed", "freq_new_pos_embed", "time_new_pos_embed", "cls_token", "dist_token"}
+
+    @property
+    def max_frames(self) -> int:
+        """Longest input (in spectrogram frames) the time encodings cover."""
+        return (self.time_new_pos_embed.shape[-1] - 1) * self.stride[1] + PATCH_SIZE
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        expected = f"[batch, {self.in_chans}, {self.img_size[0]}, frames >= {PATCH_SIZE}]"
+        if x.dim() != 4:
+            raise ValueError(f"PaSST expects a spectrogram batch of shape {expected}; got {tuple(x.shape)}")
+        _, chans, freq, frames = x.shape
+        if chans != self.in_chans or freq != self.img_size[0] or frames < PATCH_SIZE:
+            raise ValueError(f"PaSST expects a spectrogram batch of shape {expected}; got {tuple(x.shape)}")
+
+    def _time_encodings(self, n_patches: int) -> tuple[torch.Tensor, int]:
+        """Time encodings for ``n_patches`` columns, and how many columns to keep.
+
+        Shorter inputs use a window of the encodings: at a random offset in training (a host-side
+        draw, so no device sync), from the start in eval. Longer inputs are cut.
+        """
+        enc = self.time_new_pos_embed
+        available = enc.shape[-1]
+        if n_patches > available:
+            warnings.warn(
+                f"Input has {n_patches} time patches but the time encodings cover {available} "
+                f"(about {self.max_frames} frames); the input is cut to fit.", stacklevel=3)
+            return enc, available
+        offset = 0
+        if self.training and n_patches < available:
+            offset = int(torch.randint(available - n_patches + 1, (1,)))
+        return enc[..., offset:offset + n_patches], n_patches
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Token outputs after the final norm: ``[batch, num_tokens, embed_dim]``."""
+        self._check_input(x)
+        x = self.patch_embed.proj(x)  # [B, E, F, T]
+        batch = x.shape[0]
+        time_enc, n_time = self._time_encodings(x.shape[-1])
+        if n_time < x.shape[-1]:
+            x = x[..., :n_time]
+        freq_enc = self.freq_new_pos_embed[:, :, : x.shape[2]]
+
+        # Structured patchout: drop whole time columns / frequency rows. Selecting before adding the
+        # encodings gives the same result as the original (add, then select) on fewer elements.
+        if self.training and self.s_patchout_t:
+            keep = _random_keep(x.shape[-1], self.s_patchout_t, x.device)
+            x, time_enc = x.index_select(3, keep), time_enc.index_select(3, keep)
+        if self.training and self.s_patchout_f:
+            keep = _random_keep(x.shape[2], self.s_patchout_f, x.device)
+            x, freq_enc = x.index_select(2, keep), freq_enc.index_select(2, keep)
+        x = x + (time_enc + freq_enc)
+
+        x = x.flatten(2).transpose(1, 2)  # [B, N, E]
+        if self.training and self.u_patchout:
+            x = x.index_select(1, _random_keep(x.shape[1], self.u_patchout, x.device))
+
+        tokens = self.cls_token + self.new_pos_embed[:, :1]
+        if self.dist_token is not None:
+            tokens = torch.cat((tokens, self.dist_token + self.new_pos_embed[:, 1:]), dim=1)
+        x = torch.cat((tokens.expand(batch, -1, -1), x), dim=1)
+        x = self.blocks(self.pos_drop(x))
+        return self.norm(x[:, : self.num_tokens])  # the norm is per token: only the tokens are needed
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(logits, embedding)``; with a distillation token both read the mean of the two tokens."""
+        tokens = self.forward_features(x)
+        embedding = tokens.mean(dim=1) if self.num_tokens == 2 else tokens[:, 0]
+        return self.head(embedding), embedding
+
+
+def _random_keep(n: int, drop: int, device: torch.device) -> torch.Tensor:
+    """Sorted indices of ``n - drop`` random positions, drawn on ``device`` (no host round trip)."""
+    if drop >= n:
+        raise ValueError(f"patchout would drop {drop} of only {n} patches along an axis")
+    return torch.randperm(n, device=device)[: n - drop].sort().values
+
+
+def cut_blocks(model: PaSST, cut_depth: int) -> PaSST:
+    """Remove transformer blocks from a (pretrained) model.
+
+    ``cut_depth > 0`` drops that many blocks right after the first one; ``cut_depth < 0`` keeps the
+    first and last block and every ``-cut_depth``-th block between them.
+    """
+    if cut_depth == 0:
+        return model
+    blocks = list(model.blocks)
+    if cut_depth > 0:
+        if cut_depth > len(blocks) - 2:
+            raise ValueError(f"cut_depth={cut_depth} must be between 1 and {len(blocks) - 2} "
+                             f"for a model with {len(blocks)} blocks")
+        kept = [blocks[0]] + blocks[cut_depth + 1:]
+    else:
+        kept = [blocks[0]] + blocks[1:-1:-cut_depth] + [blocks[-1]]
+    _logger.info("cut_depth=%d: %d of %d blocks kept", cut_depth, len(kept), len(blocks))
+    model.blocks = nn.Sequential(*kept)
+    return model
+
+
+def get_model(
+    arch: str = "passt_s_swa_p16_128_ap476",
+    pretrained: bool = True,
+    n_classes: int = 527,
+    in_channels: int = 1,
+    fstride: int = 10,
+    tstride: int = 10,
+    input_fdim: int = 128,
+    input_tdim: int = 998,
+    u_patchout: int = 0,
+    s_patchout_t: int = 0,
+    s_patchout_f: int = 0,
+    depth: int | None = None,
+    embed_dim: int | None = None,
+    num_heads: int | None = None,
+    cut_depth: int = 0,
+) -> PaSST:
+    """Build a PaSST network, optionally with the released weights of ``arch``.
+
+    The signature and defaults are those of the original framework; ``depth``, ``embed_dim`` and
+    ``num_heads`` override the architecture (for tiny models in tests and demos, from scratch),
+    and ``cut_depth`` drops blocks of a pretrained model (see :func:`cut_blocks`).
+
+    With ``pretrained=True`` the release file is taken from ``$TORCH_HOME/hub/checkpoints/`` when
+    present (no network), else downloaded there. A different ``n_classes`` re-initialises the
+    heads; different strides interpolate the positional encodings (both with a warning).
+    """
+    cfg = resolve_arch(arch)
+    overrides = {"depth": depth, "embed_dim": embed_dim, "num_heads": num_heads}
+    if pretrained and any(v is not None and v != getattr(cfg, k) for k, v in overrides.items()):
+        raise ValueError(f"depth/embed_dim/num_heads overrides {overrides} do not fit the pretrained "
+                         f"weights of {cfg.name}; use pretrained=False, or cut_depth to drop blocks")
+    if pretrained and (fstride, tstride) != (cfg.fstride, cfg.tstride):
+        warnings.warn(f"{cfg.name} was trained with strides {(cfg.fstride, cfg.tstride)}, "
+                      f"now (fstride, tstride)=({fstride}, {tstride}): its positional encodings "
+                      f"will be interpolated.", stacklevel=2)
+    model = PaSST(
+        u_patchout=u_patchout, s_patchout_t=s_patchout_t, s_patchout_f=s_patchout_f,
+        img_size=(input_fdim, input_tdim), stride=(fstride, tstride), in_chans=in_channels,
+        num_classes=n_classes, embed_dim=embed_dim or cfg.embed_dim, depth=depth or cfg.depth,
+        num_heads=num_heads or cfg.num_heads,
+    )
+    model.arch = cfg.name
+    if pretrained:
+        from models.checkpoints import load_pretrained  # local import: checkpoints imports this module
+
+        load_pretrained(model, cfg)
+    return cut_blocks(model, cut_depth)
+
+
+class PaSSTEnsemble(nn.Module):
+    """Averages the logits of several members (each may have its own strides).
+
+    ``forward`` returns ``(mean logits, concatenated member embeddings)``.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.models = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, embeddings = zip(*(m(x) for m in self.models), strict=True)
+        return torch.stack(logits).mean(dim=0), torch.cat(embeddings, dim=-1)
+
+
+def get_ensemble_model(arch_list: Sequence, **kwargs) -> PaSSTEnsemble:
+    """Build an ensemble from ``(arch, fstride, tstride)`` triples or dicts of :func:`get_model` args.
+
+    A dict may also hold ``checkpoint``: a local file loaded with
+    :func:`models.checkpoints.load_weights` (then ``pretrained`` defaults to False), and ``swa``.
+    ``kwargs`` are shared by every member (e.g. ``n_classes``, ``input_tdim``).
+    """
+    from models.checkpoints import load_weights
+
+    members = []
+    for entry in arch_list:
+        if isinstance(entry, dict):
+            spec = {**kwargs, **entry}
+        else:
+            arch, fstride, tstride = entry
+            spec = {**kwargs, "arch": arch, "fstride": fstride, "tstride": tstride}
+        checkpoint, swa = spec.pop("checkpoint", None), spec.pop("swa", False)
+        if checkpoint:
+            spec.setdefault("pretrained", False)
+        model = get_model(**spec)
+        if checkpoint:
+            load_weights(model, checkpoint, swa=swa)
+        members.append(model)
+    return PaSSTEnsemble(members)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_example(model: PaSST, frames: int, training: bool = True) -> float:
+    """Approximate matmul FLOPs of one forward pass (multiply-add = 2 FLOPs).
+
+    Counts the patch-embedding conv, the attention and MLP matmuls of every block and the head,
+    for the sequence length patchout leaves in training (or the full one in eval).
+    """
+    grid_f = (model.img_size[0] - PATCH_SIZE) // model.stride[0] + 1
+    grid_t = min((frames - PATCH_SIZE) // model.stride[1] + 1, model.time_new_pos_embed.shape[-1])
+    e = model.embed_dim
+    patches = grid_f * grid_t
+    conv = 2 * patches * e * model.in_chans * PATCH_SIZE * PATCH_SIZE
+    if training:
+        patches = (grid_f - model.s_patchout_f) * (grid_t - model.s_patchout_t) - model.u_patchout
+    n = patches + model.num_tokens
+    hidden = model.blocks[0].mlp.fc1.out_features if len(model.blocks) else 4 * e
+    per_block = 2 * n * e * 3 * e + 2 * 2 * n * n * e + 2 * n * e * e + 2 * 2 * n * e * hidden
+    head = 2 * e * model.num_classes
+    return float(conv + len(model.blocks) * per_block + head)
+
+
+__all__ = [
+    "ARCHS", "ARCH_ALIASES", "ArchConfig", "PaSST", "PaSSTEnsemble", "count_parameters", "cut_blocks",
+    "flops_per_example", "get_ensemble_model", "get_model", "patch_grid", "resolve_arch",
+]

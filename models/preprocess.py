@@ -1,0 +1,84 @@
+"""Mel-spectrogram front end with SpecAugment, as the released PaSST models expect it.
+
+Pipeline: pre-emphasis, STFT with a symmetric Hann window, power, Kaldi mel filter banks
+(``torchaudio.compliance.kaldi``; fmin/fmax randomly shifted in training only),
+``log(x + 1e-5)``, per-example frequency and time masks (training only), then ``(x + 4.5) / 5``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchaudio
+from torchaudio.compliance.kaldi import get_mel_banks
+
+_logger = logging.getLogger(__name__)
+
+
+class AugmentMelSTFT(nn.Module):
+    """Waveforms ``[batch, samples]`` to normalised log-mel spectrograms ``[batch, n_mels, frames]``.
+
+    ``htk`` and ``norm`` are accepted for configuration compatibility with the original framework;
+    like there, the Kaldi mel banks are used regardless.
+    """
+
+    def __init__(self, n_mels: int = 128, sr: int = 32000, win_length: int = 800, hopsize: int = 320,
+                 n_fft: int = 1024, freqm: int = 48, timem: int = 192, htk: bool = False, fmin: float = 0.0,
+                 fmax: float | None = None, norm: int = 1, fmin_aug_range: int = 10,
+                 fmax_aug_range: int = 2000) -> None:
+        super().__init__()
+        if fmin_aug_range < 1 or fmax_aug_range < 1:
+            raise ValueError(f"fmin_aug_range={fmin_aug_range} and fmax_aug_range={fmax_aug_range} must "
+                             f"be >= 1 (1 means no augmentation)")
+        if fmax is None:
+            fmax = sr // 2 - fmax_aug_range // 2
+            _logger.info("fmax is None: using %s Hz", fmax)
+        self.n_mels, self.sr, self.win_length, self.hopsize, self.n_fft = n_mels, sr, win_length, hopsize, n_fft
+        self.htk, self.norm = htk, norm
+        self.fmin, self.fmax = fmin, fmax
+        self.fmin_aug_range, self.fmax_aug_range = fmin_aug_range, fmax_aug_range
+        self.register_buffer("window", torch.hann_window(win_length, periodic=False), persistent=False)
+        self.register_buffer("preemphasis", torch.tensor([[[-0.97, 1.0]]]), persistent=False)
+        # eval-mode banks never change: computed once instead of on every batch
+        self.register_buffer("eval_mel_basis", self._mel_basis(fmin, fmax), persistent=False)
+        self.freqm = torchaudio.transforms.FrequencyMasking(freqm, iid_masks=True) if freqm else nn.Identity()
+        self.timem = torchaudio.transforms.TimeMasking(timem, iid_masks=True) if timem else nn.Identity()
+
+    def _mel_basis(self, fmin: float, fmax: float) -> torch.Tensor:
+        banks, _ = get_mel_banks(self.n_mels, self.n_fft, float(self.sr), fmin, fmax,
+                                 vtln_low=100.0, vtln_high=-500.0, vtln_warp_factor=1.0)
+        return F.pad(banks, (0, 1))  # Kaldi banks skip the Nyquist bin: [n_mels, n_fft // 2 + 1]
+
+    def mel_basis(self) -> torch.Tensor:
+        """Mel banks for this call: fixed in eval, with randomly shifted fmin/fmax in training."""
+        if not self.training:
+            return self.eval_mel_basis
+        fmin = self.fmin + int(torch.randint(self.fmin_aug_range, (1,)))
+        fmax = self.fmax + self.fmax_aug_range // 2 - int(torch.randint(self.fmax_aug_range, (1,)))
+        return self._mel_basis(fmin, fmax).to(self.eval_mel_basis.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2:
+            raise ValueError(f"AugmentMelSTFT expects waveforms of shape [batch, samples]; got {tuple(x.shape)}")
+        # the front end always runs in fp32: log-mel of half-precision power spectra loses too much
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = F.conv1d(x.float().unsqueeze(1), self.preemphasis).squeeze(1)
+            spec = torch.stft(x, self.n_fft, hop_length=self.hopsize, win_length=self.win_length,
+                              window=self.window, center=True, normalized=False, return_complex=True)
+            power = torch.view_as_real(spec).pow(2).sum(-1)
+            mel = torch.matmul(self.mel_basis(), power)
+            mel = (mel + 1e-5).log()
+        if self.training:
+            mel = self.timem(self.freqm(mel))
+        return (mel + 4.5) / 5.0
+
+    def frames(self, samples: int) -> int:
+        """Number of spectrogram frames for a waveform of ``samples`` samples."""
+        return (samples - 1) // self.hopsize + 1  # pre-emphasis removes one sample; centred STFT
+
+    def extra_repr(self) -> str:
+        return (f"n_mels={self.n_mels}, sr={self.sr}, win_length={self.win_length}, hopsize={self.hopsize}, "
+                f"n_fft={self.n_fft}, fmin={self.fmin}, fmax={self.fmax}")
