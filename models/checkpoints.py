@@ -198,12 +198,12 @@ def load_state_dict_into(model: PaSST, state: dict[str, torch.Tensor],
                          trained_stride: tuple[int, int] | None = None, source: str = "checkpoint") -> None:
     """Adapt ``state`` to ``model`` (see :func:`adapt_state_dict`) and load it.
 
-    Only re-initialised heads may be missing afterwards; anything else missing or unexpected is an
-    error that names the keys.
+    Only the heads may be missing afterwards (re-initialised, or absent from image checkpoints);
+    anything else missing or unexpected is an error that names the keys.
     """
     state = adapt_state_dict(state, model, trained_stride, source)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k not in HEAD_KEYS]
+    missing = [k for k in missing if not k.startswith(("head.", "head_dist."))]
     if missing or unexpected:
         raise CheckpointError(
             f"{source} does not fit this PaSST configuration (depth {len(model.blocks)}, embed_dim "

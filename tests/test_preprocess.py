@@ -1,0 +1,76 @@
+"""The mel front end: shape, values on known signals, augmentation in training only, bad input."""
+
+import math
+
+import pytest
+import torch
+from torchaudio.compliance.kaldi import get_mel_banks
+
+from models.preprocess import AugmentMelSTFT
+
+
+def test_default_configuration_matches_original_defaults():
+    mel = AugmentMelSTFT()
+    assert (mel.n_mels, mel.sr, mel.win_length, mel.hopsize, mel.n_fft) == (128, 32000, 800, 320, 1024)
+    assert (mel.fmin_aug_range, mel.fmax_aug_range) == (10, 2000)
+    assert mel.fmax == 32000 // 2 - 1000  # fmax=None leaves room for the fmax augmentation
+    assert torch.equal(mel.window, torch.hann_window(800, periodic=False))
+
+
+def test_ten_second_clip_gives_1000_frames():
+    mel = AugmentMelSTFT().eval()
+    out = mel(torch.zeros(2, 320000))
+    assert out.shape == (2, 128, 1000) == (2, 128, mel.frames(320000))
+
+
+def test_silence_maps_to_log_floor():
+    out = AugmentMelSTFT().eval()(torch.zeros(1, 32000))
+    torch.testing.assert_close(out, torch.full_like(out, (math.log(1e-5) + 4.5) / 5))
+
+
+def test_tone_peaks_in_the_matching_mel_band():
+    sr, freq = 32000, 2000.0
+    t = torch.arange(sr) / sr
+    mel = AugmentMelSTFT().eval()
+    out = mel(torch.sin(2 * math.pi * freq * t)[None])
+    _, centers = get_mel_banks(128, 1024, float(sr), 0.0, float(mel.fmax), 100.0, -500.0, 1.0)
+    peak = out[0, :, 10:-10].mean(-1).argmax()
+    assert abs(centers[peak].item() - freq) < 50  # band centres are in Hz
+
+
+def test_eval_is_deterministic_and_training_augments():
+    mel = AugmentMelSTFT(freqm=0, timem=0)
+    wave = torch.randn(1, 16000)
+    mel.eval()
+    torch.testing.assert_close(mel(wave), mel(wave))
+    mel.train()
+    torch.manual_seed(0)
+    assert not torch.allclose(mel(wave), mel(wave))  # fmin/fmax shifted per call
+
+
+def test_specaugment_masks_are_drawn_per_example():
+    mel = AugmentMelSTFT(freqm=48, timem=40, fmin_aug_range=1, fmax_aug_range=1).train()
+    wave = torch.randn(1, 32000).repeat(8, 1)  # 8 identical examples
+    torch.manual_seed(0)
+    out = mel(wave)
+    floor = (0 + 4.5) / 5  # masked cells hold 0 before the normalisation
+    masked = (out == floor)
+    assert masked.any()
+    assert len({m.flatten().nonzero().flatten().tolist().__repr__() for m in masked}) > 1
+
+
+def test_front_end_stays_fp32_under_autocast():
+    mel = AugmentMelSTFT().eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mel(torch.randn(1, 16000))
+    assert out.dtype == torch.float32
+
+
+def test_wrong_rank_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"\[batch, samples\]"):
+        AugmentMelSTFT()(torch.zeros(2, 1, 16000))
+
+
+def test_aug_ranges_must_be_positive():
+    with pytest.raises(ValueError, match="fmin_aug_range"):
+        AugmentMelSTFT(fmin_aug_range=0)
