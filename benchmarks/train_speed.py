@@ -1,0 +1,208 @@
+"""Training throughput, peak memory and model FLOP utilisation of PaSST-S at 998 frames.
+
+One training step = forward, BCE loss, backward, AdamW step. Each measurement runs in its own
+process so its peak memory is its own. Settings: no patchout, structured patchout (s_t=40,
+s_f=4), unstructured patchout (u=400) and stride 16; fp32 and bf16 autocast; on the CPU, and on
+the GPU when one is found. When the original implementation (``hear21passt``) is importable it
+is measured in the same run, interleaved with this one, and the speed ratio is printed:
+
+    pip install --no-deps --target /tmp/hear21 hear21passt==0.0.26
+    PYTHONPATH=/tmp/hear21 .venv/bin/python benchmarks/train_speed.py
+
+Model FLOP utilisation (MFU) = achieved FLOP/s (3x the forward matmul FLOPs per spectrogram,
+times spectrograms/s) over the peak matmul FLOP/s of the same machine and precision, which the
+script measures with large square matmuls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SETTINGS = {
+    "no patchout": dict(fstride=10, tstride=10),
+    "s_t=40, s_f=4": dict(fstride=10, tstride=10, s_patchout_t=40, s_patchout_f=4),
+    "u=400": dict(fstride=10, tstride=10, u_patchout=400),
+    "stride 16": dict(fstride=16, tstride=16),
+}
+FRAMES = 998
+
+
+def build(impl: str, setting: dict) -> torch.nn.Module:
+    """PaSST-S with random weights from this project or from the original package."""
+    if impl == "ours":
+        from models.passt import get_model
+
+        return get_model(pretrained=False, **setting)
+    from hear21passt.models.passt import PaSST as OriginalPaSST
+
+    kwargs = {k: v for k, v in setting.items() if k not in ("fstride", "tstride")}
+    with contextlib.redirect_stdout(io.StringIO()):
+        return OriginalPaSST(img_size=(128, FRAMES), stride=(setting["fstride"], setting["tstride"]),
+                             patch_size=16, in_chans=1, num_classes=527, embed_dim=768, depth=12,
+                             num_heads=12, distilled=True, **kwargs)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_optimizer(impl: str, model: torch.nn.Module, same_optimizer: bool) -> torch.optim.Optimizer:
+    """Each framework's AdamW: fused here, the default (foreach) in the original framework."""
+    fused = impl == "ours" and not same_optimizer
+    return torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=1e-4, fused=fused or None)
+
+
+def measure_training(impl: str, setting_name: str, precision: str, device: str, batch: int, steps: int,
+                     same_optimizer: bool = False) -> dict:
+    """Spectrograms/s and peak memory of ``steps`` timed training steps (after one warm-up)."""
+    torch.manual_seed(0)
+    model = build(impl, SETTINGS[setting_name]).to(device).train()
+    optimizer = make_optimizer(impl, model, same_optimizer)
+    x = torch.randn(batch, 1, 128, FRAMES, device=device)
+    y = (torch.rand(batch, 527, device=device) < 0.05).float()
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def step():
+        with autocast, contextlib.redirect_stdout(io.StringIO()):
+            logits, _ = model(x)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        step()  # warm-up: allocations, kernel selection
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(device)
+        elapsed = time.perf_counter() - start
+    if device == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    from models.passt import flops_per_example, get_model
+
+    with torch.device("meta"):
+        reference = get_model(pretrained=False, **SETTINGS[setting_name])
+    return {"specs_per_s": batch * steps / elapsed, "peak_mb": peak_mb,
+            "train_flops_per_spec": 3 * flops_per_example(reference, FRAMES, training=True)}
+
+
+def measure_matmul_peak(precision: str, device: str, n: int = 4096, reps: int = 10) -> float:
+    """Best FLOP/s of an ``n x n`` matmul in ``precision`` on ``device``."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = 0.0
+    for _ in range(reps):
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        best = max(best, 2 * n**3 / (time.perf_counter() - start))
+    return best
+
+
+def run_child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if out.returncode:
+        raise RuntimeError(f"benchmark child {args} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def machine(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, help="spectrograms per step (default: 4 on CPU, 64 on GPU)")
+    parser.add_argument("--steps", type=int, help="timed steps (default: 3 on CPU, 20 on GPU)")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--impls", nargs="+", help="ours and/or original (default: both when importable)")
+    parser.add_argument("--same-optimizer", action="store_true",
+                        help="use the original's (foreach) AdamW for both, to compare the networks alone")
+    args = parser.parse_args()
+
+    if args.child:
+        kind, *rest = args.child
+        if kind == "peak":
+            result = {"flops": measure_matmul_peak(rest[0], rest[1])}
+        else:
+            impl, setting, precision, device, batch, steps, same = rest
+            result = measure_training(impl, setting, precision, device, int(batch), int(steps), same == "1")
+        print(json.dumps(result))
+        return
+
+    gpu = args.device == "cuda"
+    batch = args.batch or (64 if gpu else 4)
+    steps = args.steps or (20 if gpu else 3)
+    impls = args.impls
+    if impls is None:
+        try:
+            import hear21passt  # noqa: F401
+
+            impls = ["ours", "original"]
+        except ImportError:
+            impls = ["ours"]
+    optimizers = "AdamW foreach for both" if args.same_optimizer else "AdamW fused here, foreach in the original"
+    print(f"Machine: {machine(args.device)}; batch {batch}, {steps} timed steps after 1 warm-up; {optimizers}\n")
+    peaks = {p: run_child(["peak", p, args.device])["flops"] for p in args.precisions}
+    for p, flops in peaks.items():
+        print(f"matmul peak {p}: {flops / 1e9:.0f} GFLOP/s")
+    header = "| setting | precision | " + " | ".join(
+        f"{impl} specs/s | {impl} MFU | {impl} peak MB" for impl in impls)
+    if "original" in impls and "ours" in impls:
+        header += " | speed-up |"
+    else:
+        header += " |"
+    print("\n" + header + "\n|" + "---|" * (header.count("|") - 1))
+    for setting in args.settings:
+        for precision in args.precisions:
+            results = {impl: run_child(["train", impl, setting, precision, args.device, str(batch), str(steps),
+                                        str(int(args.same_optimizer))])
+                       for impl in impls}
+            cells = []
+            for impl in impls:
+                r = results[impl]
+                mfu = r["specs_per_s"] * r["train_flops_per_spec"] / peaks[precision]
+                cells.append(f"{r['specs_per_s']:.2f} | {mfu:.0%} | {r['peak_mb']:.0f}")
+            row = f"| {setting} | {precision} | " + " | ".join(cells)
+            if len(results) == 2:
+                row += f" | {results['ours']['specs_per_s'] / results['original']['specs_per_s']:.2f}x"
+            print(row + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
