@@ -1,0 +1,290 @@
+"""AudioSet datasets and sampler: the sacred ingredient ``basedataset`` plus plain constructors.
+
+Sacred use (the experiment adds the ingredient and calls the captured functions in its run)::
+
+    from audioset.dataset import dataset as basedataset_ingredient, get_training_set, get_test_set, \
+        get_ft_weighted_sampler
+    ex = Experiment("audioset", ingredients=[basedataset_ingredient])
+    # inside a captured function of a run:
+    train_set = get_training_set()            # balanced (+ unbalanced when use_full_set=True)
+    sampler = get_ft_weighted_sampler()       # importance sampling over that set, DDP-aware
+    test_set = get_test_set()                 # eval segments, no augmentation
+    # command line: python ex_audioset.py with basedataset.base_dir=/data/audioset_hdf5s/
+
+Config keys of ``basedataset`` (original names kept): ``base_dir``, ``balanced_train_hdf5``,
+``unbalanced_train_hdf5``, ``eval_hdf5`` (paths; the last three default to ``base_dir + "mp3/..."``),
+``sample_rate`` (32000), ``clip_length`` (10, seconds), ``n_classes`` (527), ``gain_augment``
+(7 dB; 0 disables), ``roll`` (False), ``roll_max_shift`` (None: any shift), ``wavmix`` (False),
+``mixup_alpha`` (0.3, the Beta parameter of wavmix), ``wavmix_rate`` (0.5), ``use_full_set``
+(True: balanced + unbalanced, as in the paper; False: balanced only), ``sample_weight_offset``
+(100), ``epoch_len`` (100000), ``sampler_replace`` (True), ``sampler_seed`` (0),
+``strict_decoding`` (False), ``corrupt_log`` (None or a file that collects corrupt clips from all
+DataLoader workers, see :mod:`helpers.hdf5_dataset`).
+
+Captured functions: :func:`get_base_training_set`, :func:`get_full_training_set`,
+:func:`get_training_set`, :func:`get_test_set`, :func:`get_ft_weighted_sampler`,
+:func:`preload_mp3`.
+
+Without sacred: :func:`build_training_set`, :func:`build_test_set`, :func:`build_weighted_sampler`,
+:func:`preload_hdf5` take the same settings as keyword arguments.
+
+Items are ``(waveform float32 [1, clip_length * sample_rate], audio_name, target float32 [527])``;
+the default collate turns a batch into ``(tensor [B, 1, T], list of names, tensor [B, 527])``.
+When the sampler is used with PyTorch Lightning DDP, give the Trainer
+``use_distributed_sampler=False`` (the sampler already splits the draws among ranks).
+"""
+
+# ruff: noqa: F841 -- sacred config scopes are functions whose "unused" locals are the config
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import h5py
+from sacred import Ingredient
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from helpers.hdf5_dataset import Hdf5AudioDataset, missing_file_error
+from helpers.sampler import DistributedSamplerWrapper, make_weighted_sampler, sample_weights_from_hdf5
+from helpers.waveform_augment import GainAugmentDataset, MixupDataset, RollDataset, concat_datasets
+
+__all__ = [
+    "dataset",
+    "default_config",
+    "get_base_training_set",
+    "get_full_training_set",
+    "get_training_set",
+    "get_test_set",
+    "get_ft_weighted_sampler",
+    "preload_mp3",
+    "build_training_set",
+    "build_test_set",
+    "build_weighted_sampler",
+    "preload_hdf5",
+    "prepare_command",
+]
+
+dataset = Ingredient("basedataset")
+
+# The official segment list each of our HDF5 files is made from (for "how to create it" hints).
+_SEGMENT_CSVS = {
+    "balanced_train": "balanced_train_segments.csv",
+    "unbalanced_train": "unbalanced_train_segments.csv",
+    "eval": "eval_segments.csv",
+}
+
+
+# Sacred reads the local variables of this function as the config (hence ruff's F841 is off);
+# the trailing comments are what `print_config` shows next to each key.
+@dataset.config
+def default_config():
+    """Defaults of the ``basedataset`` ingredient (see the module docstring of audioset/dataset.py)."""
+    name = "audioset"
+    base_dir = "audioset_hdf5s/"  # folder of the three HDF5 files
+    balanced_train_hdf5 = base_dir + "mp3/balanced_train_segments_mp3.hdf"
+    unbalanced_train_hdf5 = base_dir + "mp3/unbalanced_train_segments_mp3.hdf"
+    eval_hdf5 = base_dir + "mp3/eval_segments_mp3.hdf"
+    use_full_set = True  # train on balanced + unbalanced (False: balanced only)
+    sample_rate = 32000  # decode at this rate (Hz)
+    clip_length = 10  # seconds; clips are zero-padded or cut to this
+    n_classes = 527  # checked against the files' targets
+    gain_augment = 7  # random gain in +-gain_augment dB (0: off)
+    roll = False  # random circular time shift
+    roll_max_shift = None  # samples; None: any shift
+    wavmix = False  # waveform mixup of two clips
+    mixup_alpha = 0.3  # wavmix weight ~ Beta(mixup_alpha, mixup_alpha), the larger part kept
+    wavmix_rate = 0.5  # share of the items that wavmix mixes
+    sample_weight_offset = 100  # importance weight of a clip: sum over labels of 1000 / (count + offset)
+    epoch_len = 100000  # clips drawn per epoch by the weighted sampler
+    sampler_replace = True  # draw with replacement
+    sampler_seed = 0  # base seed of the sampler (plus the epoch; the same on all DDP ranks)
+    strict_decoding = False  # True: a corrupt clip raises instead of being skipped
+    corrupt_log = None  # file collecting skipped corrupt clips from all DataLoader workers
+
+
+def prepare_command(hdf5_path: str | os.PathLike) -> str:
+    """The prepare-script command that creates ``hdf5_path`` (used in "file not found" errors)."""
+    base = os.path.basename(os.fspath(hdf5_path))
+    csv_name = next((csv for key, csv in _SEGMENT_CSVS.items() if base.startswith(key)), "<segments>.csv")
+    return (
+        "python -m audioset.prepare_scripts.create_h5pymp3_dataset "
+        f"--segments {csv_name} --audio-dir <folder of downloaded audio> --out {os.fspath(hdf5_path)}"
+        "  (see audioset/README.md)"
+    )
+
+
+def _seconds_to_samples(clip_length: float, sample_rate: int) -> int:
+    samples = int(round(float(clip_length) * int(sample_rate)))
+    if samples <= 0:
+        raise ValueError(f"clip_length must be positive seconds, got {clip_length}")
+    return samples
+
+
+def _open_sets(
+    hdf5_paths: Sequence[str | os.PathLike],
+    sample_rate: int,
+    clip_length: float,
+    n_classes: int,
+    strict_decoding: bool,
+    corrupt_log: str | os.PathLike | None,
+) -> Dataset:
+    sets = [
+        Hdf5AudioDataset(
+            path,
+            clip_length=_seconds_to_samples(clip_length, sample_rate),
+            sample_rate=sample_rate,
+            n_classes=n_classes,
+            strict_decoding=strict_decoding,
+            prepare_hint=prepare_command(path),
+            corrupt_log=corrupt_log,
+        )
+        for path in hdf5_paths
+    ]
+    if not sets:
+        raise ValueError("no HDF5 files given")
+    return sets[0] if len(sets) == 1 else concat_datasets(sets)
+
+
+def build_training_set(
+    hdf5_paths: Sequence[str | os.PathLike],
+    *,
+    sample_rate: int = 32000,
+    clip_length: float = 10,
+    n_classes: int = 527,
+    gain_augment: float = 7,
+    roll: bool = False,
+    roll_max_shift: int | None = None,
+    wavmix: bool = False,
+    mixup_alpha: float = 0.3,
+    wavmix_rate: float = 0.5,
+    strict_decoding: bool = False,
+    corrupt_log: str | os.PathLike | None = None,
+) -> Dataset:
+    """Training clips of the given files (concatenated in order) with the training augmentations.
+
+    Order of the wrappers: decode -> gain -> roll -> wavmix.
+    """
+    ds = _open_sets(hdf5_paths, sample_rate, clip_length, n_classes, strict_decoding, corrupt_log)
+    if gain_augment:
+        ds = GainAugmentDataset(ds, gain_augment)
+    if roll:
+        ds = RollDataset(ds, roll_max_shift)
+    if wavmix:
+        ds = MixupDataset(ds, alpha=mixup_alpha, rate=wavmix_rate)
+    return ds
+
+
+def build_test_set(
+    eval_hdf5: str | os.PathLike,
+    *,
+    sample_rate: int = 32000,
+    clip_length: float = 10,
+    n_classes: int = 527,
+    strict_decoding: bool = False,
+    corrupt_log: str | os.PathLike | None = None,
+) -> Dataset:
+    """Evaluation clips, without augmentation."""
+    return _open_sets([eval_hdf5], sample_rate, clip_length, n_classes, strict_decoding, corrupt_log)
+
+
+def build_weighted_sampler(
+    hdf5_paths: Sequence[str | os.PathLike],
+    *,
+    n_classes: int = 527,
+    sample_weight_offset: float = 100,
+    epoch_len: int = 100000,
+    sampler_replace: bool = True,
+    seed: int = 0,
+    num_replicas: int | None = None,
+    rank: int | None = None,
+) -> DistributedSamplerWrapper:
+    """Class-balanced importance sampler over the clips of ``hdf5_paths`` (same order as the training set)."""
+    for path in hdf5_paths:
+        if not os.path.isfile(path):
+            raise missing_file_error(path, prepare_command(path))
+    weights = sample_weights_from_hdf5(hdf5_paths, n_classes=n_classes, offset=sample_weight_offset)
+    sampler = make_weighted_sampler(weights, epoch_len=epoch_len, replacement=sampler_replace)
+    return DistributedSamplerWrapper(sampler, num_replicas=num_replicas, rank=rank, seed=seed)
+
+
+def preload_hdf5(hdf5_paths: Sequence[str | os.PathLike], chunk: int = 1024) -> int:
+    """Read every mp3 of the files sequentially (warms the OS page cache); returns the bytes read."""
+    total = 0
+    for path in hdf5_paths:
+        if not os.path.isfile(path):
+            raise missing_file_error(path, prepare_command(path))
+        with h5py.File(path, "r") as hf:
+            mp3 = hf["mp3"]
+            n = mp3.shape[0]
+            with tqdm(total=n, desc=f"preload {os.path.basename(os.fspath(path))}", unit="clip") as bar:
+                for start in range(0, n, chunk):
+                    total += sum(a.nbytes for a in mp3[start : start + chunk])
+                    bar.update(min(chunk, n - start))
+    return total
+
+
+def _training_files(use_full_set: bool, balanced_train_hdf5: str, unbalanced_train_hdf5: str) -> list[str]:
+    return [balanced_train_hdf5, unbalanced_train_hdf5] if use_full_set else [balanced_train_hdf5]
+
+
+@dataset.capture
+def get_base_training_set(
+    balanced_train_hdf5, sample_rate, clip_length, n_classes, gain_augment, roll, roll_max_shift,
+    wavmix, mixup_alpha, wavmix_rate, strict_decoding, corrupt_log,
+) -> Dataset:
+    """The balanced training set (about 20k clips) with the configured augmentations."""
+    return build_training_set(
+        [balanced_train_hdf5], sample_rate=sample_rate, clip_length=clip_length, n_classes=n_classes,
+        gain_augment=gain_augment, roll=roll, roll_max_shift=roll_max_shift, wavmix=wavmix,
+        mixup_alpha=mixup_alpha, wavmix_rate=wavmix_rate, strict_decoding=strict_decoding,
+        corrupt_log=corrupt_log,
+    )
+
+
+@dataset.capture
+def get_full_training_set(
+    balanced_train_hdf5, unbalanced_train_hdf5, sample_rate, clip_length, n_classes, gain_augment, roll,
+    roll_max_shift, wavmix, mixup_alpha, wavmix_rate, strict_decoding, corrupt_log,
+) -> Dataset:
+    """Balanced + unbalanced training sets (about 2M clips, in that order) with the configured augmentations."""
+    return build_training_set(
+        [balanced_train_hdf5, unbalanced_train_hdf5], sample_rate=sample_rate, clip_length=clip_length,
+        n_classes=n_classes, gain_augment=gain_augment, roll=roll, roll_max_shift=roll_max_shift,
+        wavmix=wavmix, mixup_alpha=mixup_alpha, wavmix_rate=wavmix_rate,
+        strict_decoding=strict_decoding, corrupt_log=corrupt_log,
+    )
+
+
+@dataset.capture
+def get_training_set(use_full_set: bool) -> Dataset:
+    """The full training set when ``use_full_set`` (the default), else the balanced one."""
+    return get_full_training_set() if use_full_set else get_base_training_set()
+
+
+@dataset.capture
+def get_test_set(eval_hdf5, sample_rate, clip_length, n_classes, strict_decoding, corrupt_log) -> Dataset:
+    """The AudioSet evaluation set, without augmentation."""
+    return build_test_set(
+        eval_hdf5, sample_rate=sample_rate, clip_length=clip_length, n_classes=n_classes,
+        strict_decoding=strict_decoding, corrupt_log=corrupt_log,
+    )
+
+
+@dataset.capture
+def get_ft_weighted_sampler(
+    epoch_len, sampler_replace, use_full_set, balanced_train_hdf5, unbalanced_train_hdf5, n_classes,
+    sample_weight_offset, sampler_seed,
+) -> DistributedSamplerWrapper:
+    """Importance sampler over the training set of :func:`get_training_set`, split among DDP ranks."""
+    return build_weighted_sampler(
+        _training_files(use_full_set, balanced_train_hdf5, unbalanced_train_hdf5), n_classes=n_classes,
+        sample_weight_offset=sample_weight_offset, epoch_len=epoch_len, sampler_replace=sampler_replace,
+        seed=sampler_seed,
+    )
+
+
+@dataset.capture
+def preload_mp3(use_full_set, balanced_train_hdf5, unbalanced_train_hdf5, eval_hdf5) -> int:
+    """Read the training and eval files once, sequentially, with a progress bar (page-cache warm-up)."""
+    return preload_hdf5(_training_files(use_full_set, balanced_train_hdf5, unbalanced_train_hdf5) + [eval_hdf5])

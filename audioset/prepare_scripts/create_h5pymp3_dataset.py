@@ -1,0 +1,270 @@
+"""Create an AudioSet HDF5 file (32 kHz mono mp3 clips + packed labels) from downloaded audio.
+
+Usage (from the repository root)::
+
+    python -m audioset.prepare_scripts.create_h5pymp3_dataset \\
+        --segments balanced_train_segments.csv --audio-dir /data/audioset/balanced_train \\
+        --out audioset_hdf5s/mp3/balanced_train_segments_mp3.hdf [--labels class_labels_indices.csv] \\
+        [--workers 8]
+
+(``python audioset/prepare_scripts/create_h5pymp3_dataset.py ...`` works too.)
+
+* Audio: files named ``<ytid>.<ext>`` or ``Y<ytid>.<ext>`` below ``--audio-dir``, any format
+  FFmpeg reads. Each is decoded, resampled to 32 kHz mono, cut to the segment length
+  (``end - start`` seconds, from the file start; ``--cut-segments`` cuts ``[start, end]`` for
+  files holding the whole video) and encoded as mp3.
+* Labels: ``--labels`` or the official list, downloaded once into
+  ``<torch.hub.get_dir()>/audioset/`` (see :mod:`audioset.prepare_scripts.labels`).
+* Missing or unreadable audio is not fatal: it is listed in ``<out>.failed.txt`` and summarised
+  (if nothing at all can be read, the run fails instead of writing an empty file).
+* Interrupting is safe: finished work is kept in ``<out>.partial/``; rerun the same command to
+  resume (segments that failed are tried again). The output appears (atomic rename) only once
+  complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script path: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from audioset.prepare_scripts.labels import ensure_labels_csv, read_labels  # noqa: E402
+from audioset.prepare_scripts.segments import Segment, find_audio, index_audio_files, read_segments  # noqa: E402
+from audioset.prepare_scripts.shards import PartialRun, ShardBuffer, assemble  # noqa: E402
+from helpers.audio_io import AudioDecodeError, encode_mp3, load_audio  # noqa: E402
+
+__all__ = ["PrepareResult", "create_hdf5", "encode_segment", "audio_name", "main"]
+
+
+@dataclass
+class PrepareResult:
+    """What :func:`create_hdf5` produced."""
+
+    out: Path
+    n_written: int
+    failed: list[tuple[str, str]]  # (ytid, reason)
+    failed_path: Path | None
+
+
+def audio_name(ytid: str) -> str:
+    """The ``audio_name`` stored for a segment (the original project's ``Y<ytid>.mp3``)."""
+    return f"Y{ytid}.mp3"
+
+
+def encode_segment(
+    path: str | None, start: float, end: float, sample_rate: int, bit_rate: int | None, cut_segments: bool
+) -> tuple[bytes | None, str | None]:
+    """Decode one audio file and re-encode the segment as mono mp3; ``(mp3, None)`` or ``(None, reason)``."""
+    if path is None:
+        return None, "audio file not found"
+    try:
+        wave = load_audio(path, sample_rate)
+        length = max(1, int(round((end - start) * sample_rate)))
+        offset = int(round(start * sample_rate)) if cut_segments else 0
+        wave = wave[offset : offset + length]
+        if wave.size == 0:
+            return None, f"{path}: no audio in [{start}, {end}] s"
+        return encode_mp3(wave, sample_rate, bit_rate=bit_rate), None
+    except (AudioDecodeError, OSError, ValueError, av.error.FFmpegError) as err:
+        return None, f"{path}: {err}"
+
+
+def _encode_task(task: tuple) -> tuple[int, bytes | None, str | None]:
+    """Pool entry point: ``(row, path, start, end, sr, bit_rate, cut)`` -> ``(row, mp3, reason)``."""
+    row, *args = task
+    mp3, reason = encode_segment(*args)
+    return row, mp3, reason
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def _packed_targets(segments: list[Segment], mids: list[str], segments_csv: Path, labels_csv: Path) -> np.ndarray:
+    """``np.packbits`` multi-hot targets of every segment; unknown MIDs are an error (wrong label file)."""
+    column = {mid: i for i, mid in enumerate(mids)}
+    dense = np.zeros((len(segments), len(mids)), dtype=bool)
+    for row, seg in enumerate(segments):
+        for mid in seg.labels:
+            if mid not in column:
+                raise ValueError(
+                    f"{segments_csv}: segment {seg.ytid} has label {mid!r}, which is not in the label list "
+                    f"{labels_csv}; use the class_labels_indices.csv of the same AudioSet release"
+                )
+            dense[row, column[mid]] = True
+    return np.packbits(dense, axis=-1)
+
+
+def create_hdf5(
+    segments_csv: str | os.PathLike,
+    audio_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    labels_csv: str | os.PathLike | None = None,
+    *,
+    sample_rate: int = 32000,
+    bit_rate: int | None = None,
+    cut_segments: bool = False,
+    workers: int = 1,
+    shard_size: int = 500,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> PrepareResult:
+    """Build ``out`` from a segment CSV and a folder of audio (see the module docstring).
+
+    Args:
+        segments_csv: official segment list (``balanced_train_segments.csv``, ...).
+        audio_dir: folder with the downloaded audio, searched recursively.
+        out: the HDF5 file to create.
+        labels_csv: label list; None uses (and if needed downloads) the cached official one.
+        sample_rate: sample rate of the stored mp3s.
+        bit_rate: mp3 bit rate in bit/s; None keeps FFmpeg's default.
+        cut_segments: cut ``[start, end]`` from each file instead of taking its beginning.
+        workers: encoding processes (1: encode in this process).
+        shard_size: segments per resume checkpoint.
+        overwrite: replace an existing ``out`` (it stays intact until the new one is complete).
+        progress: show tqdm progress bars.
+
+    Raises:
+        FileExistsError: ``out`` exists and ``overwrite`` is False.
+        FileNotFoundError / ValueError / RuntimeError: bad inputs, with the file named.
+    """
+    out = Path(out)
+    segments_csv = Path(segments_csv)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to recreate it")
+    if not segments_csv.is_file():
+        raise FileNotFoundError(f"segment CSV not found: {segments_csv}")
+    labels_path = ensure_labels_csv(labels_csv)
+    mids = read_labels(labels_path)
+    segments = read_segments(segments_csv)
+    targets = _packed_targets(segments, mids, segments_csv, labels_path)
+    names = [audio_name(seg.ytid) for seg in segments]
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    manifest = {
+        "segments_csv_sha1": _sha1(segments_csv),
+        "labels_sha1": _sha1(labels_path),
+        "sample_rate": sample_rate,
+        "bit_rate": bit_rate,
+        "cut_segments": cut_segments,
+    }
+    partial = PartialRun(out.with_name(out.name + ".partial"), manifest)
+    done, _ = partial.processed_rows()
+    # Failed segments are retried: cheap, and their audio may have been added since.
+    pending = [row for row in range(len(segments)) if row not in done]
+
+    if pending:
+        files = index_audio_files(audio_dir)
+        tasks = []
+        for row in pending:
+            seg = segments[row]
+            path = find_audio(files, seg.ytid)
+            tasks.append((row, os.fspath(path) if path else None, seg.start, seg.end, sample_rate, bit_rate, cut_segments))
+        _run_tasks(tasks, partial, workers, shard_size, len(segments), progress, out.name)
+
+    failed_list = [(segments[row].ytid, reason) for row, reason in sorted(partial.failures().items())]
+    failed_path = out.with_name(out.name + ".failed.txt")
+    if failed_list:
+        failed_path.write_text("".join(f"{ytid}\t{reason}\n" for ytid, reason in failed_list), encoding="utf-8")
+    else:
+        failed_path.unlink(missing_ok=True)  # a stale list from an earlier run would mislead
+    if len(failed_list) == len(segments):
+        raise RuntimeError(
+            f"none of the {len(segments)} segments of {segments_csv} could be read (see {failed_path}); "
+            f"check --audio-dir {audio_dir} and the file naming (<ytid>.<ext> or Y<ytid>.<ext>)"
+        )
+    attrs = {"sample_rate": sample_rate, "n_classes": len(mids), "segments_csv": segments_csv.name}
+    n_written = assemble(partial, out, names, targets, attrs, progress=progress)
+    for path in partial.folder.iterdir():
+        path.unlink()
+    partial.folder.rmdir()
+    return PrepareResult(out, n_written, failed_list, failed_path if failed_list else None)
+
+
+def _run_tasks(
+    tasks: list[tuple], partial: PartialRun, workers: int, shard_size: int, total: int, progress: bool, label: str
+) -> None:
+    """Encode ``tasks`` (in order), writing a shard every ``shard_size`` segments and on any exit."""
+    buffer = ShardBuffer()
+    bar = tqdm(total=total, initial=total - len(tasks), desc=f"encoding {label}", unit="clip", disable=not progress)
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    # Submit in windows so that millions of segments do not become millions of pending futures.
+    window = max(shard_size, 64 * workers)
+    try:
+        for start in range(0, len(tasks), window):
+            chunk = tasks[start : start + window]
+            results = pool.map(_encode_task, chunk, chunksize=4) if pool else map(_encode_task, chunk)
+            for row, mp3, reason in results:
+                buffer.add(row, mp3, reason)
+                bar.update(1)
+                if len(buffer) >= shard_size:
+                    partial.write_shard(buffer)
+                    buffer = ShardBuffer()
+    finally:
+        # Keep everything finished so far, also on Ctrl-C or an error, so a rerun resumes here.
+        partial.write_shard(buffer)
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m audioset.prepare_scripts.create_h5pymp3_dataset",
+        description="Turn downloaded AudioSet audio + a segment CSV into a PaSST HDF5 file (32 kHz mono mp3).",
+    )
+    parser.add_argument("--segments", required=True, help="official segment CSV, e.g. balanced_train_segments.csv")
+    parser.add_argument("--audio-dir", required=True, help="folder of downloaded audio named <ytid>.* or Y<ytid>.*")
+    parser.add_argument("--out", required=True, help="HDF5 file to create, e.g. audioset_hdf5s/mp3/balanced_train_segments_mp3.hdf")
+    parser.add_argument("--labels", default=None, help="class_labels_indices.csv (default: download into the torch hub cache)")
+    parser.add_argument("--sample-rate", type=int, default=32000)
+    parser.add_argument("--bitrate", type=int, default=None, help="mp3 bit rate in bit/s (default: FFmpeg's)")
+    parser.add_argument("--cut-segments", action="store_true", help="cut [start, end] from files holding whole videos")
+    parser.add_argument("--workers", type=int, default=1, help="encoding processes")
+    parser.add_argument("--shard-size", type=int, default=500, help="segments per resume checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="recreate --out if it exists")
+    args = parser.parse_args(argv)
+    try:
+        result = create_hdf5(
+            args.segments,
+            args.audio_dir,
+            args.out,
+            args.labels,
+            sample_rate=args.sample_rate,
+            bit_rate=args.bitrate,
+            cut_segments=args.cut_segments,
+            workers=args.workers,
+            shard_size=args.shard_size,
+            overwrite=args.overwrite,
+        )
+    except KeyboardInterrupt:
+        hint = f"finished clips are kept in {args.out}.partial/ -- rerun the same command to resume"
+        print(f"\ninterrupted; {hint}", file=sys.stderr)
+        return 130
+    except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {result.n_written} clips to {result.out}")
+    if result.failed:
+        print(f"{len(result.failed)} segment(s) failed (missing or unreadable audio), listed in {result.failed_path}")
+        for ytid, reason in result.failed[:5]:
+            print(f"  {ytid}: {reason}")
+        if len(result.failed) > 5:
+            print(f"  ... and {len(result.failed) - 5} more")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

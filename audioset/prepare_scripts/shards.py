@@ -1,0 +1,161 @@
+"""Resumable storage of a prepare run: ``<out>.partial/`` holds finished work as small shard files.
+
+Each shard (``shard_00000.h5``) holds a batch of processed segments -- the encoded clips and the
+segments that failed -- and is written to a temporary name, then renamed, so a shard is either
+complete or absent whatever happens to the process. A rerun reads the shards to know which
+segments are done (failed segments are tried again: the audio may have been added meanwhile).
+When all segments are processed, :func:`assemble` writes the final file
+(``<out>.tmp``, renamed to ``<out>`` at the very end) with the clips in segment-CSV order.
+
+The final file has the original PaSST layout (see :mod:`helpers.hdf5_dataset`): ``audio_name``
+(fixed-length bytes), ``mp3`` (vlen uint8), ``target`` (packbits), plus a few root attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+__all__ = ["ShardBuffer", "PartialRun", "assemble"]
+
+_VLEN_BYTES = h5py.vlen_dtype(np.dtype("uint8"))
+_VLEN_STR = h5py.string_dtype("utf-8")
+
+
+@dataclass
+class ShardBuffer:
+    """Segments processed since the last shard was written."""
+
+    rows: list[int] = field(default_factory=list)
+    mp3s: list[bytes] = field(default_factory=list)
+    failed_rows: list[int] = field(default_factory=list)
+    failed_reasons: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.failed_rows)
+
+    def add(self, row: int, mp3: bytes | None, reason: str | None) -> None:
+        """Record one processed segment: its mp3 bytes, or the reason it failed."""
+        if mp3 is None:
+            self.failed_rows.append(row)
+            self.failed_reasons.append(reason or "unknown error")
+        else:
+            self.rows.append(row)
+            self.mp3s.append(mp3)
+
+
+class PartialRun:
+    """The ``<out>.partial/`` folder of an unfinished run.
+
+    Args:
+        folder: the folder (created if missing).
+        manifest: the settings of the run; a rerun with different settings is refused, since
+            mixing clips made with different settings would give an inconsistent file.
+    """
+
+    def __init__(self, folder: str | os.PathLike, manifest: dict) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for stale in self.folder.glob("*.tmp"):  # half-written shard of a killed run
+            stale.unlink()
+        manifest_path = self.folder / "manifest.json"
+        if manifest_path.exists():
+            previous = json.loads(manifest_path.read_text())
+            if previous != manifest:
+                changed = sorted(k for k in set(previous) | set(manifest) if previous.get(k) != manifest.get(k))
+                raise RuntimeError(
+                    f"{self.folder} holds an unfinished run made with different settings ({', '.join(changed)}); "
+                    "rerun with the same settings to resume it, or delete that folder to start over."
+                )
+        else:
+            manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+
+    def shard_paths(self) -> list[Path]:
+        """Finished shards, in the order they were written."""
+        return sorted(self.folder.glob("shard_*.h5"))
+
+    def processed_rows(self) -> tuple[set[int], set[int]]:
+        """Rows already encoded and rows already failed, over all finished shards."""
+        done: set[int] = set()
+        failed: set[int] = set()
+        for path in self.shard_paths():
+            with h5py.File(path, "r") as hf:
+                done.update(hf["row"][()].tolist())
+                failed.update(hf["failed_row"][()].tolist())
+        return done, failed
+
+    def write_shard(self, buffer: ShardBuffer) -> None:
+        """Persist ``buffer`` atomically as the next shard (nothing happens for an empty buffer)."""
+        if not len(buffer):
+            return
+        existing = self.shard_paths()
+        number = int(existing[-1].stem.split("_")[1]) + 1 if existing else 0
+        final = self.folder / f"shard_{number:05d}.h5"
+        tmp = final.with_name(final.name + ".tmp")
+        with h5py.File(tmp, "w") as hf:
+            hf.create_dataset("row", data=np.asarray(buffer.rows, dtype=np.int64))
+            mp3 = hf.create_dataset("mp3", shape=(len(buffer.mp3s),), dtype=_VLEN_BYTES)
+            for i, data in enumerate(buffer.mp3s):
+                mp3[i] = np.frombuffer(data, dtype=np.uint8)
+            hf.create_dataset("failed_row", data=np.asarray(buffer.failed_rows, dtype=np.int64))
+            hf.create_dataset("failed_reason", data=buffer.failed_reasons, dtype=_VLEN_STR)
+        os.replace(tmp, final)
+
+    def failures(self) -> dict[int, str]:
+        """``row -> reason`` for every segment that failed and did not succeed on a later try."""
+        out: dict[int, str] = {}
+        for path in self.shard_paths():  # in writing order: the latest reason wins
+            with h5py.File(path, "r") as hf:
+                reasons = hf["failed_reason"].asstr()[()]
+                out.update(zip(hf["failed_row"][()].tolist(), reasons, strict=True))
+        done, _ = self.processed_rows()
+        return {row: reason for row, reason in out.items() if row not in done}
+
+
+def assemble(
+    partial: PartialRun,
+    out: str | os.PathLike,
+    names: list[str],
+    targets: np.ndarray,
+    attrs: dict,
+    progress: bool = True,
+) -> int:
+    """Write the final HDF5 file from the shards; returns the number of clips.
+
+    Args:
+        partial: the finished run.
+        out: the output path; written as ``<out>.tmp`` and renamed when complete.
+        names: ``audio_name`` of every segment row.
+        targets: packed targets of every segment row, ``uint8 [rows, width]``.
+        attrs: root attributes to store (e.g. sample rate, label count).
+    """
+    out = Path(out)
+    shards = partial.shard_paths()
+    done, _ = partial.processed_rows()
+    order = np.asarray(sorted(done), dtype=np.int64)  # rows in CSV order = positions in the file
+    tmp = out.with_name(out.name + ".tmp")
+    name_len = max([20] + [len(n.encode("utf-8")) for n in names])  # original layout: 'S20'
+    with h5py.File(tmp, "w") as hf:
+        hf.create_dataset(
+            "audio_name", data=np.asarray([names[r].encode("utf-8") for r in order], dtype=f"S{name_len}")
+        )
+        hf.create_dataset("target", data=targets[order] if len(order) else np.zeros((0, targets.shape[1]), np.uint8))
+        mp3 = hf.create_dataset("mp3", shape=(len(order),), dtype=_VLEN_BYTES)
+        for key, value in attrs.items():
+            hf.attrs[key] = value
+        with tqdm(total=len(order), desc=f"writing {out.name}", unit="clip", disable=not progress) as bar:
+            for path in shards:
+                with h5py.File(path, "r") as shard:
+                    rows = shard["row"][()]
+                    positions = np.searchsorted(order, rows)
+                    for pos, data in zip(positions.tolist(), shard["mp3"][()], strict=True):
+                        mp3[pos] = data
+                    bar.update(len(rows))
+    os.replace(tmp, out)
+    return len(order)

@@ -1,0 +1,159 @@
+"""Audio decoding/encoding with PyAV (FFmpeg), used by every dataset in the framework.
+
+Public API:
+
+* :func:`decode_audio` -- bytes of any FFmpeg-readable file -> float32 mono waveform at a target rate.
+* :func:`load_audio` -- the same for a path on disk.
+* :func:`pad_or_truncate` -- fixed-length clips.
+* :func:`encode_mp3` -- float waveform -> mp3 bytes (libmp3lame through PyAV).
+
+Why the decoder is faster than the classic "``frame.to_ndarray()`` per frame, then
+``np.concatenate``" loop: an mp3 clip of 10 s has ~280 frames, and making a NumPy array of each
+one in Python adds about a quarter to the pure decoding time. Here the decoded frames go into
+an :class:`av.AudioFifo` (a C-level buffer) and the whole clip becomes one NumPy array. Files
+already in the target format (our 32 kHz mono mp3s) skip the resampler entirely.
+``benchmarks/data_loading.py`` measures both approaches side by side.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+
+__all__ = ["AudioDecodeError", "decode_audio", "load_audio", "pad_or_truncate", "encode_mp3"]
+
+DEFAULT_SAMPLE_RATE = 32000
+
+
+class AudioDecodeError(RuntimeError):
+    """Raised when audio bytes cannot be decoded (corrupt, empty or not audio)."""
+
+
+def _needs_resampling(stream: av.audio.stream.AudioStream, sample_rate: int) -> bool:
+    """True unless the stream already decodes to planar float32 mono at ``sample_rate``."""
+    ctx = stream.codec_context
+    return not (
+        ctx.sample_rate == sample_rate
+        and ctx.format is not None
+        and ctx.format.name == "fltp"
+        and ctx.layout is not None
+        and ctx.layout.nb_channels == 1
+    )
+
+
+def decode_audio(data: bytes | bytearray | memoryview | np.ndarray, sample_rate: int = DEFAULT_SAMPLE_RATE) -> np.ndarray:
+    """Decode an audio file held in memory to a float32 mono waveform.
+
+    Args:
+        data: the encoded file (mp3, wav, flac, m4a, ... anything FFmpeg reads), as bytes or
+            a uint8 NumPy array (the layout of the ``mp3`` dataset in our HDF5 files).
+        sample_rate: the output sample rate in Hz; the audio is resampled (and down-mixed to
+            mono) with FFmpeg's resampler when the file differs.
+
+    Returns:
+        A 1-D float32 array of samples in [-1, 1] (nominally).
+
+    Raises:
+        AudioDecodeError: if the data holds no decodable audio stream.
+    """
+    if isinstance(data, np.ndarray):
+        data = data.tobytes()
+    try:
+        try:
+            return _decode(data, sample_rate, force_resample=False)
+        except _FormatChanged:
+            # Rare: the decoder switched sample format/rate mid-stream; the resampler copes.
+            return _decode(data, sample_rate, force_resample=True)
+    except AudioDecodeError:
+        raise
+    except (av.error.FFmpegError, ValueError, EOFError, _FormatChanged) as err:
+        raise AudioDecodeError(f"cannot decode audio: {err}") from err
+
+
+class _FormatChanged(Exception):
+    """Internal: a frame did not match the FIFO's format."""
+
+
+def _decode(data: bytes, sample_rate: int, force_resample: bool) -> np.ndarray:
+    """One decoding pass; see :func:`decode_audio`."""
+    with av.open(io.BytesIO(data), mode="r") as container:
+        if not container.streams.audio:
+            raise AudioDecodeError("no audio stream in the data")
+        stream = container.streams.audio[0]
+        fifo = av.AudioFifo()
+        resampler = None
+        if force_resample or _needs_resampling(stream, sample_rate):
+            resampler = av.AudioResampler(format="fltp", layout="mono", rate=sample_rate)
+        for frame in container.decode(stream):
+            frames = resampler.resample(frame) if resampler is not None else (frame,)
+            for out in frames:
+                # The FIFO checks timestamps for continuity; we only want the samples.
+                out.pts = None
+                try:
+                    fifo.write(out)
+                except ValueError as err:
+                    raise _FormatChanged(str(err)) from err
+        if resampler is not None:
+            for out in resampler.resample(None):  # flush samples buffered by the resampler
+                out.pts = None
+                fifo.write(out)
+    merged = fifo.read()
+    if merged is None or merged.samples == 0:
+        raise AudioDecodeError("the data decodes to zero audio samples")
+    if resampler is None and (
+        merged.format.name != "fltp" or merged.sample_rate != sample_rate or merged.layout.nb_channels != 1
+    ):
+        raise _FormatChanged("unexpected decoded format")
+    return merged.to_ndarray()[0]
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE) -> np.ndarray:
+    """Decode an audio file on disk to a float32 mono waveform at ``sample_rate`` (see :func:`decode_audio`)."""
+    return decode_audio(Path(path).read_bytes(), sample_rate)
+
+
+def pad_or_truncate(wave: np.ndarray, length: int) -> np.ndarray:
+    """Return ``wave`` (1-D) zero-padded at the end or cut to exactly ``length`` samples."""
+    if length <= 0:
+        raise ValueError(f"length must be positive, got {length}")
+    n = wave.shape[-1]
+    if n == length:
+        return wave
+    if n > length:
+        return wave[..., :length]
+    pad = [(0, 0)] * (wave.ndim - 1) + [(0, length - n)]
+    return np.pad(wave, pad)
+
+
+def encode_mp3(wave: np.ndarray, sample_rate: int = DEFAULT_SAMPLE_RATE, bit_rate: int | None = None) -> bytes:
+    """Encode a mono waveform to mp3 bytes with libmp3lame (through PyAV).
+
+    Args:
+        wave: 1-D float waveform (values in [-1, 1]); a [1, n] array is accepted too.
+        sample_rate: the sample rate of ``wave`` and of the mp3 (mp3 supports 8k-48k rates).
+        bit_rate: bits per second; None keeps FFmpeg's default for libmp3lame.
+
+    Returns:
+        The bytes of a complete mp3 file. FFmpeg writes a LAME/Xing header with the encoder
+        delay, so :func:`decode_audio` returns the samples aligned with ``wave``.
+    """
+    wave = np.ascontiguousarray(np.asarray(wave, dtype=np.float32).reshape(1, -1))
+    if wave.shape[1] == 0:
+        raise ValueError("cannot encode an empty waveform")
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp3") as container:
+        stream = container.add_stream("libmp3lame", rate=sample_rate, layout="mono")
+        if bit_rate is not None:
+            stream.bit_rate = bit_rate
+        frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout="mono")
+        frame.sample_rate = sample_rate
+        # PyAV re-frames and converts the samples to the encoder's frame size and format.
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buf.getvalue()

@@ -1,0 +1,258 @@
+"""A PyTorch Dataset over an HDF5 file of mp3 clips, in the original PaSST layout.
+
+File layout (unchanged from the original project, so existing files keep working):
+
+* ``audio_name``: one name per clip, fixed-length (``S20``) or variable-length bytes/strings.
+* ``mp3``: one variable-length ``uint8`` array per clip (``h5py.vlen_dtype(np.uint8)``) holding
+  the bytes of an mp3 file (any format FFmpeg reads works, mp3 at 32 kHz mono is what
+  ``audioset/prepare_scripts`` writes).
+* ``target``: ``np.packbits`` of the N boolean labels of each clip, shape ``[clips, ceil(N/8)]``
+  ``uint8``. A plain boolean ``[clips, N]`` array is accepted too.
+
+Items are ``(waveform float32 [1, clip_length], audio_name str, target float32 [n_classes])``.
+
+Worker safety: the h5py handle is opened on the first ``__getitem__`` in each process (and
+re-opened after a fork), and is never pickled, so the dataset can go to DataLoader workers.
+
+Corrupt clips: a clip that fails to decode is reported with ``warnings.warn`` (name, index,
+HDF5 path), counted, and replaced by the next index (``index + 1``, wrapping), so the result is
+deterministic. The counts live in each process: ``dataset.num_corrupt`` and
+``dataset.corrupt_entries`` in the process that decoded. With DataLoader workers the training
+process does not see the workers' counters; pass ``corrupt_log=PATH`` and every process appends
+one line per failure (``index<TAB>name<TAB>error``) to that file, which
+:func:`read_corrupt_log` reads back. ``strict_decoding=True`` raises instead of skipping.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+from torch.utils.data import Dataset
+
+from helpers.audio_io import DEFAULT_SAMPLE_RATE, AudioDecodeError, decode_audio, pad_or_truncate
+
+__all__ = [
+    "CorruptClipError",
+    "Hdf5AudioDataset",
+    "check_hdf5_layout",
+    "read_corrupt_log",
+    "read_targets",
+    "decode_name",
+    "missing_file_error",
+]
+
+DEFAULT_PREPARE_HINT = "python -m audioset.prepare_scripts.create_h5pymp3_dataset --help"
+
+Decoder = Callable[[bytes, int], np.ndarray]
+
+
+class CorruptClipError(RuntimeError):
+    """Raised for an undecodable clip when ``strict_decoding=True`` (or too many in a row)."""
+
+
+def decode_name(raw: bytes | np.bytes_ | str) -> str:
+    """An ``audio_name`` entry (fixed/variable-length bytes or str) as ``str``."""
+    if isinstance(raw, (bytes, np.bytes_)):
+        return bytes(raw).decode("utf-8", errors="replace").rstrip("\x00")
+    return str(raw)
+
+
+def missing_file_error(path: str | os.PathLike, prepare_hint: str | None) -> FileNotFoundError:
+    """The error for an HDF5 file that does not exist, naming the command that creates it."""
+    hint = prepare_hint or DEFAULT_PREPARE_HINT
+    return FileNotFoundError(
+        f"HDF5 dataset file not found: {os.fspath(path)!r} (absolute: {os.path.abspath(path)!r}).\n"
+        f"Create it with:\n    {hint}\n"
+        "or point the config at the right file (e.g. `with basedataset.base_dir=/path/to/audioset_hdf5s/`)."
+    )
+
+
+def check_hdf5_layout(hf: h5py.File, path: str, n_classes: int) -> int:
+    """Validate the datasets of an open file; return the number of clips.
+
+    Raises:
+        ValueError: naming ``path`` when a dataset is missing, lengths differ, or the target
+            width does not fit ``n_classes``.
+    """
+    missing = [key for key in ("audio_name", "mp3", "target") if key not in hf]
+    if missing:
+        raise ValueError(
+            f"{path}: missing HDF5 dataset(s) {missing}; expected 'audio_name', 'mp3', 'target' "
+            "as written by audioset/prepare_scripts/create_h5pymp3_dataset.py"
+        )
+    n = hf["mp3"].shape[0]
+    if hf["audio_name"].shape[0] != n or hf["target"].shape[0] != n:
+        raise ValueError(
+            f"{path}: datasets have different lengths (audio_name {hf['audio_name'].shape[0]}, "
+            f"mp3 {n}, target {hf['target'].shape[0]}); the file is damaged, recreate it"
+        )
+    target = hf["target"]
+    packed_width = math.ceil(n_classes / 8)
+    ok = target.ndim == 2 and (
+        (target.dtype == np.uint8 and target.shape[1] == packed_width)
+        or (target.dtype == np.bool_ and target.shape[1] == n_classes)
+    )
+    if not ok:
+        raise ValueError(
+            f"{path}: 'target' has shape {target.shape} and dtype {target.dtype}, which does not fit "
+            f"n_classes={n_classes} (expected uint8 [clips, {packed_width}] = packbits of {n_classes} "
+            f"labels, or bool [clips, {n_classes}]). Set n_classes to the number of labels the file "
+            "was made with, or recreate the file with the matching label list."
+        )
+    return n
+
+
+def read_targets(hf: h5py.File, n_classes: int, rows: slice | int | np.ndarray = slice(None)) -> np.ndarray:
+    """Read targets as packed ``uint8 [.., ceil(n_classes/8)]`` whichever layout the file uses."""
+    target = hf["target"][rows]
+    if target.dtype == np.bool_:
+        return np.packbits(target, axis=-1)
+    return target
+
+
+class Hdf5AudioDataset(Dataset):
+    """Clips of one HDF5 file: ``(waveform [1, clip_length] float32, name, target [n_classes] float32)``.
+
+    Args:
+        hdf5_path: the file (layout in the module docstring).
+        clip_length: samples per item; clips are zero-padded or cut at the end.
+        sample_rate: decode at this rate (resampling if the stored audio differs).
+        n_classes: the number of labels packed into ``target``; checked against the file.
+        strict_decoding: raise :class:`CorruptClipError` on a corrupt clip instead of skipping it.
+        prepare_hint: the command that creates the file, shown when it is missing.
+        corrupt_log: optional file that every process appends corrupt clips to.
+        decoder: ``f(bytes, sample_rate) -> 1-D float32`` (default :func:`decode_audio`); it must
+            raise :class:`~helpers.audio_io.AudioDecodeError` for undecodable data.
+        max_skips: give up after this many corrupt clips in a row (a sign the file is broken).
+    """
+
+    def __init__(
+        self,
+        hdf5_path: str | os.PathLike,
+        clip_length: int = 10 * DEFAULT_SAMPLE_RATE,
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
+        n_classes: int = 527,
+        strict_decoding: bool = False,
+        prepare_hint: str | None = None,
+        corrupt_log: str | os.PathLike | None = None,
+        decoder: Decoder | None = None,
+        max_skips: int = 100,
+    ) -> None:
+        self.hdf5_path = os.fspath(hdf5_path)
+        if not os.path.isfile(self.hdf5_path):
+            raise missing_file_error(self.hdf5_path, prepare_hint)
+        self.clip_length = int(clip_length)
+        self.sample_rate = int(sample_rate)
+        self.n_classes = int(n_classes)
+        self.strict_decoding = strict_decoding
+        self.corrupt_log = os.fspath(corrupt_log) if corrupt_log is not None else None
+        self.decoder: Decoder = decoder or decode_audio
+        self.max_skips = max_skips
+        # Validate now, so a wrong n_classes fails before training starts; do not keep the handle.
+        with h5py.File(self.hdf5_path, "r") as hf:
+            self._length = check_hdf5_layout(hf, self.hdf5_path, self.n_classes)
+        self.num_corrupt = 0
+        self.corrupt_entries: list[tuple[int, str, str]] = []
+        self._hf: h5py.File | None = None
+        self._pid: int | None = None
+        self._columns: tuple[h5py.Dataset, h5py.Dataset, h5py.Dataset] | None = None
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_hf"] = None  # h5py handles cannot cross processes
+        state["_pid"] = None
+        state["_columns"] = None
+        return state
+
+    def __del__(self) -> None:
+        hf = getattr(self, "_hf", None)
+        if hf is not None and self._pid == os.getpid():
+            try:
+                hf.close()
+            except Exception:  # interpreter shutdown: h5py may already be gone
+                pass
+
+    def _ensure_open(self) -> None:
+        """Open the file in this process if needed (first use, or first use after a fork)."""
+        if self._hf is None or self._pid != os.getpid():
+            self._hf = h5py.File(self.hdf5_path, "r")
+            self._pid = os.getpid()
+            # Looking datasets up by name costs more than reading a small item; do it once.
+            self._columns = (self._hf["mp3"], self._hf["audio_name"], self._hf["target"])
+
+    @property
+    def file(self) -> h5py.File:
+        """The h5py handle of this process, opened on first use."""
+        self._ensure_open()
+        return self._hf
+
+    def _column(self, which: int) -> h5py.Dataset:
+        """0: mp3, 1: audio_name, 2: target -- of this process' handle."""
+        self._ensure_open()
+        return self._columns[which]
+
+    def name(self, index: int) -> str:
+        """The ``audio_name`` of clip ``index``."""
+        return decode_name(self._column(1)[index])
+
+    def target(self, index: int) -> np.ndarray:
+        """The float32 multi-hot target of clip ``index``."""
+        packed = self._column(2)[index]
+        if packed.dtype == np.bool_:
+            return packed.astype(np.float32)
+        return np.unpackbits(packed, count=self.n_classes).astype(np.float32)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, str, np.ndarray]:
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError(f"index {index} out of range for {self._length} clips in {self.hdf5_path}")
+        for attempt in range(self.max_skips + 1):
+            current = (index + attempt) % self._length
+            try:
+                wave = self.decoder(self._column(0)[current].tobytes(), self.sample_rate)
+            except AudioDecodeError as err:
+                self._report_corrupt(current, err)
+                continue
+            wave = pad_or_truncate(wave, self.clip_length).reshape(1, -1)
+            return wave, self.name(current), self.target(current)
+        raise CorruptClipError(
+            f"{self.hdf5_path}: {self.max_skips + 1} corrupt clips in a row from index {index}; "
+            "the file looks damaged, recreate it with audioset/prepare_scripts/create_h5pymp3_dataset.py"
+        )
+
+    def _report_corrupt(self, index: int, err: Exception) -> None:
+        """Warn/count/log a corrupt clip, or raise in strict mode."""
+        name = self.name(index)
+        message = f"corrupt audio clip {name!r} (index {index}) in {self.hdf5_path}: {err}"
+        if self.strict_decoding:
+            raise CorruptClipError(message + " (strict_decoding=True; set it to False to skip such clips)") from err
+        warnings.warn(message + "; skipped, using the next clip instead", RuntimeWarning, stacklevel=3)
+        self.num_corrupt += 1
+        self.corrupt_entries.append((index, name, str(err)))
+        if self.corrupt_log is not None:
+            line = f"{index}\t{name}\t{str(err).replace(chr(9), ' ').replace(chr(10), ' ')}\n"
+            # One small O_APPEND write per line keeps lines from several workers intact.
+            with open(self.corrupt_log, "a", encoding="utf-8") as fh:
+                fh.write(line)
+
+
+def read_corrupt_log(path: str | os.PathLike) -> list[tuple[int, str, str]]:
+    """Read a ``corrupt_log`` file back as ``(index, name, error)`` tuples (empty if it does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        index, name, error = line.split("\t", 2)
+        entries.append((int(index), name, error))
+    return entries
