@@ -5,11 +5,11 @@ import warnings
 
 import pytest
 import torch
+from original_layout import original_forward, original_state_dict
 
 from models import checkpoints
 from models.checkpoints import CheckpointError, load_weights, release_path
 from models.passt import ARCHS, ArchConfig, get_model, patch_grid
-from original_layout import original_forward, original_state_dict
 
 TINY = dict(pretrained=False, depth=2, embed_dim=64, num_heads=4)
 

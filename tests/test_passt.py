@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from original_layout import original_forward, original_state_dict
 
 from models.checkpoints import load_state_dict_into
 from models.passt import (
@@ -15,7 +16,6 @@ from models.passt import (
     patch_grid,
     resolve_arch,
 )
-from original_layout import original_forward, original_state_dict
 
 TINY = dict(pretrained=False, depth=2, embed_dim=64, num_heads=4)
 

@@ -1,0 +1,107 @@
+"""Datasets to DataLoaders: the ``datasets.training`` / ``datasets.test`` config, checks, DDP sharding.
+
+The loaders are made lazily by a LightningDataModule, i.e. after Lightning has set up the
+process group, so samplers can shard by rank:
+
+* training: the experiment's own sampler when it has one and ``weighted_sampler`` is on (the
+  AudioSet importance sampler splits its draws among ranks itself), else random shuffling
+  (``DistributedSampler(shuffle=True)`` under DDP);
+* test: in order; under DDP a ``DistributedSampler(shuffle=False)``, whose padding the Lightning
+  module removes again after gathering (every example is scored exactly once).
+
+The Trainer runs with ``use_distributed_sampler=False`` so Lightning keeps these samplers.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from helpers.tasks import Task
+
+#: keys of ``datasets.training``/``datasets.test`` that are ours, not DataLoader arguments
+OWN_LOADER_KEYS = ("weighted_sampler",)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def check_loader_config(loader_cfg: dict[str, Any], config_path: str = "datasets") -> None:
+    """Raise a clear error for keys of a ``datasets.<split>`` config that DataLoader does not take."""
+    allowed = set(inspect.signature(DataLoader.__init__).parameters) - {"self", "dataset", "sampler"}
+    unknown = sorted(set(loader_cfg) - allowed - set(OWN_LOADER_KEYS))
+    if unknown:
+        raise ValueError(f"{config_path}: {unknown} are not DataLoader arguments; valid: {sorted(allowed)}")
+
+
+def make_loader(dataset: Dataset, loader_cfg: dict[str, Any], sampler: Sampler | None = None,
+                config_path: str = "datasets") -> DataLoader:
+    """A DataLoader from a ``datasets.<split>`` config dict (DataLoader arguments)."""
+    check_loader_config(loader_cfg, config_path)
+    kwargs = {k: v for k, v in loader_cfg.items() if k not in OWN_LOADER_KEYS}
+    if not kwargs.get("num_workers"):
+        # options that only exist for worker processes
+        kwargs.pop("persistent_workers", None)
+        kwargs.pop("prefetch_factor", None)
+    if sampler is not None:
+        kwargs["shuffle"] = None
+    return DataLoader(dataset, sampler=sampler, **kwargs)
+
+
+def check_dataset(dataset: Dataset, task: Task, n_classes: int, split: str) -> None:
+    """Fail before training when ``dataset`` is empty or its targets do not fit ``n_classes``."""
+    if len(dataset) == 0:
+        raise ValueError(f"The {split} set is empty; check the basedataset paths in the config.")
+    target = torch.as_tensor(dataset[0][2])
+    try:
+        task.check_targets(target, n_classes)
+    except ValueError as err:
+        raise ValueError(
+            f"The {split} set does not match the network: {err}. The network has models.net.n_classes="
+            f"{n_classes} outputs; set `with models.net.n_classes=<number of classes>` (and the dataset's "
+            f"n_classes, e.g. basedataset.n_classes) to the number of labels of the data.") from None
+
+
+class AudioDataModule(pl.LightningDataModule):
+    """Builds the loaders when Lightning asks for them (after DDP setup).
+
+    Args:
+        train_set: training dataset (None for evaluation only).
+        test_set: evaluation dataset.
+        training_cfg / test_cfg: the ``datasets.training`` / ``datasets.test`` config.
+        train_sampler: makes the experiment's own training sampler (used when
+            ``training_cfg["weighted_sampler"]`` is true).
+    """
+
+    def __init__(self, train_set: Dataset | None, test_set: Dataset | None, training_cfg: dict[str, Any],
+                 test_cfg: dict[str, Any], train_sampler: Callable[[], Sampler] | None = None) -> None:
+        super().__init__()
+        self.train_set, self.test_set = train_set, test_set
+        self.training_cfg, self.test_cfg = dict(training_cfg), dict(test_cfg)
+        self.train_sampler = train_sampler
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            raise RuntimeError("This data module has no training set")
+        cfg = dict(self.training_cfg)
+        sampler = None
+        if cfg.get("weighted_sampler") and self.train_sampler is not None:
+            sampler = self.train_sampler()
+        elif _distributed():
+            sampler = DistributedSampler(self.train_set, shuffle=bool(cfg.get("shuffle", True)))
+        return make_loader(self.train_set, cfg, sampler, "datasets.training")
+
+    def val_dataloader(self) -> DataLoader:
+        if self.test_set is None:
+            raise RuntimeError("This data module has no test set")
+        cfg = dict(self.test_cfg)
+        cfg["shuffle"] = False  # the module restores the order of DistributedSampler shards
+        sampler = DistributedSampler(self.test_set, shuffle=False) if _distributed() else None
+        return make_loader(self.test_set, cfg, sampler, "datasets.test")

@@ -1,0 +1,197 @@
+"""The one LightningModule every experiment trains and evaluates with.
+
+Per batch of waveforms ``[B, channels, samples]``: the mel front end runs on the accelerator
+inside the module, then (training only) batch mixup on the spectrograms, then the network, then
+the task's loss. What differs between datasets (loss, metrics, best-checkpoint metric) comes in
+as a :class:`helpers.tasks.Task`.
+
+Validation keeps the logits and targets of the whole evaluation set, gathers them from all
+processes (DDP), drops the padding ``DistributedSampler`` adds, and computes the task metrics on
+the full set on every rank, logged as ``val_<metric>`` and ``val_loss``. With SWA the averaged
+network is evaluated beside the live one as ``swa_val_<metric>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn as nn
+from pytorch_lightning.utilities.rank_zero import rank_zero_warn
+
+from helpers.ddp import is_unshuffled_distributed_sampler, restore_padded_order
+from helpers.mixup import draw_mixup, mix
+from helpers.swa import make_swa_copy
+from helpers.tasks import Task
+from helpers.wandb_logging import spectrogram_image
+
+
+def no_weight_decay_names(net: nn.Module) -> set[str]:
+    """Full parameter names that sub-modules list in their ``no_weight_decay()`` (timm convention)."""
+    names: set[str] = set()
+    for prefix, module in net.named_modules():
+        method = getattr(module, "no_weight_decay", None)
+        if callable(method):
+            names.update(f"{prefix}.{n}" if prefix else n for n in method())
+    return names
+
+
+class AudioModule(pl.LightningModule):
+    """Mel front end + network + task, with mixup, AdamW + LambdaLR schedule and optional SWA.
+
+    Args:
+        net: ``forward(spec [B, C, n_mels, frames]) -> (logits, embedding)``.
+        mel: ``forward(wave [B, samples]) -> [B, n_mels, frames]``; None when batches already hold
+            spectrograms.
+        task: loss/metrics of the dataset (:mod:`helpers.tasks`).
+        lr_lambda: learning-rate multiplier per epoch (:mod:`helpers.schedules`).
+        lr: base learning rate.
+        adamw: AdamW with ``weight_decay``; False gives Adam without weight decay (as the original).
+        weight_decay: AdamW's decoupled weight decay.
+        weight_decay_all: also decay what ``net.no_weight_decay()`` lists (tokens and positional
+            encodings). Default False: decaying encodings pulls them to zero, which is no useful
+            regularisation (timm's convention); True reproduces the original, which decayed all.
+        mixup_alpha: Beta parameter of batch mixup; None or 0 switches mixup off.
+        swa: keep an averaged copy ``net_swa`` (updated by :class:`helpers.swa.SWACallback`).
+        log_spectrograms: how many of the first training batches log a spectrogram image (wandb).
+    """
+
+    def __init__(self, net: nn.Module, mel: nn.Module | None, task: Task,
+                 lr_lambda: Callable[[int], float] | None = None, lr: float = 2e-5, adamw: bool = True,
+                 weight_decay: float = 1e-4, weight_decay_all: bool = False, mixup_alpha: float | None = 0.3,
+                 swa: bool = False, log_spectrograms: int = 2) -> None:
+        super().__init__()
+        self.net = net
+        self.mel = mel
+        self.task = task
+        self.lr_lambda = lr_lambda
+        self.lr = lr
+        self.adamw = adamw
+        self.weight_decay = weight_decay
+        self.weight_decay_all = weight_decay_all
+        self.mixup_alpha = mixup_alpha or None
+        self.log_spectrograms = log_spectrograms
+        self.net_swa = make_swa_copy(net) if swa else None
+        # in the state dict: checkpoints and resumed runs keep counting the same average
+        self.register_buffer("swa_n_averaged", torch.zeros((), dtype=torch.long))
+        self._val_outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        #: examples in the last computed validation (after removing DDP padding)
+        self.last_val_examples = 0
+
+    # ----------------------------------------------------------------------------------- forward
+    def mel_forward(self, wave: torch.Tensor) -> torch.Tensor:
+        """``[B, C, samples]`` (or ``[B, samples]``) waveforms to ``[B, C, n_mels, frames]``."""
+        if self.mel is None:
+            return wave
+        if wave.dim() == 2:
+            wave = wave.unsqueeze(1)
+        batch, channels, samples = wave.shape
+        spec = self.mel(wave.reshape(batch * channels, samples))
+        return spec.reshape(batch, channels, *spec.shape[1:])
+
+    def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and embeddings of the live network for a waveform batch."""
+        return self.net(self.mel_forward(wave))
+
+    def evaluated_nets(self) -> list[tuple[str, nn.Module]]:
+        """``(metric prefix, network)`` pairs validated: the live net, and the SWA average once it exists."""
+        nets = [("", self.net)]
+        if self.net_swa is not None and int(self.swa_n_averaged) > 0:
+            nets.append(("swa_", self.net_swa))
+        return nets
+
+    # ---------------------------------------------------------------------------------- training
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        wave, names, targets = batch[0], batch[1], batch[2]
+        spec = self.mel_forward(wave)
+        perm = lam = None
+        if self.mixup_alpha:
+            perm, lam = draw_mixup(spec.shape[0], self.mixup_alpha, device=spec.device)
+            spec = mix(spec, perm, lam)
+        if batch_idx < self.log_spectrograms and self.current_epoch == 0:
+            self._log_spectrogram(spec, names, batch_idx)
+        logits, _ = self.net(spec)
+        if perm is not None:
+            if targets.dim() == 1 and not targets.is_floating_point():  # class indices: one-hot to mix
+                targets = nn.functional.one_hot(targets.long(), logits.shape[-1])
+            targets = mix(targets.float(), perm, lam)
+        loss = self.task.loss(logits, targets)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True,
+                 batch_size=spec.shape[0])
+        return loss
+
+    def _log_spectrogram(self, spec: torch.Tensor, names, batch_idx: int) -> None:
+        """One spectrogram image (what the network sees, mixup included) per early batch."""
+        for logger in self.loggers:
+            if hasattr(logger, "log_image"):
+                name = names[0] if isinstance(names, (list, tuple)) and names else str(batch_idx)
+                logger.log_image(key="train_spectrograms", images=[spectrogram_image(spec[0])],
+                                 caption=[f"batch {batch_idx}: {name}"])
+
+    # -------------------------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_outputs = {prefix: [] for prefix, _ in self.evaluated_nets()}
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        wave, targets = batch[0], batch[2]
+        spec = self.mel_forward(wave)
+        for prefix, net in self.evaluated_nets():
+            logits, _ = net(spec)
+            # kept on the CPU: a whole AudioSet evaluation set would crowd the accelerator
+            self._val_outputs.setdefault(prefix, []).append((logits.detach().float().cpu(), targets.cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        metrics: dict[str, float] = {}
+        for prefix, outputs in self._val_outputs.items():
+            if not outputs:
+                continue
+            logits = torch.cat([o[0] for o in outputs])
+            targets = torch.cat([o[1] for o in outputs])
+            logits, targets = self._gather_eval_set(logits, targets)
+            self.last_val_examples = int(logits.shape[0])
+            metrics[f"{prefix}val_loss"] = float(self.task.loss(logits, targets))
+            for name, value in self.task.metrics(logits, targets).items():
+                metrics[f"{prefix}val_{name}"] = value
+        self._val_outputs = {}
+        if metrics:
+            # identical on every rank already (computed on the gathered set): no sync needed
+            self.log_dict(metrics, prog_bar=False, sync_dist=False, rank_zero_only=False)
+
+    def _gather_eval_set(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The full evaluation set from all processes, each example once."""
+        if self.trainer.world_size <= 1:
+            return logits, targets
+        gathered_logits = self.all_gather(logits.to(self.device)).cpu()
+        gathered_targets = self.all_gather(targets.to(self.device)).cpu()
+        loader = self.trainer.val_dataloaders
+        sampler = getattr(loader, "sampler", None)
+        if is_unshuffled_distributed_sampler(sampler):
+            n = len(sampler.dataset)
+            return restore_padded_order(gathered_logits, n), restore_padded_order(gathered_targets, n)
+        rank_zero_warn("Validation sampler is not an unshuffled DistributedSampler: the gathered "
+                       "evaluation set may contain duplicates.")
+        return gathered_logits.flatten(0, 1), gathered_targets.flatten(0, 1)
+
+    # ------------------------------------------------------------------------------- optimizers
+    def parameter_groups(self) -> list[dict]:
+        """The live network's parameters, split into decayed and not decayed groups."""
+        exclude = set() if self.weight_decay_all else no_weight_decay_names(self.net)
+        decay, no_decay = [], []
+        for name, p in self.net.named_parameters():
+            if p.requires_grad:
+                (no_decay if name in exclude else decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        return groups
+
+    def configure_optimizers(self):
+        if self.adamw:
+            optimizer = torch.optim.AdamW(self.parameter_groups(), lr=self.lr)
+        else:
+            optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        if self.lr_lambda is None:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_lambda)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

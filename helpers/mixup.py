@@ -1,0 +1,37 @@
+"""Batch mixup on spectrograms (Zhang et al. 2018), as PaSST trains with it.
+
+Every example ``i`` is mixed with example ``perm[i]`` of the same batch with its own weight
+``lam_i ~ Beta(alpha, alpha)``, folded to ``max(lam_i, 1 - lam_i)`` so the example itself always
+dominates. Inputs and targets are mixed with the same ``perm`` and ``lam``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def draw_mixup(batch_size: int, alpha: float, device: torch.device | str | None = None,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(perm [B] long, lam [B] float32)`` for one batch.
+
+    Drawn on the CPU from torch's (seeded) generator and then moved, so results do not depend on
+    the accelerator.
+    """
+    if alpha <= 0:
+        raise ValueError(f"mixup_alpha must be > 0, got {alpha} (use `with nomixup` to switch mixup off)")
+    perm = torch.randperm(batch_size, generator=generator)
+    beta = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha)))
+    if generator is None:
+        lam = beta.sample((batch_size,))
+    else:  # Distribution.sample has no generator argument: go through Gamma draws ourselves
+        a = torch._standard_gamma(torch.full((batch_size,), float(alpha)), generator=generator)
+        b = torch._standard_gamma(torch.full((batch_size,), float(alpha)), generator=generator)
+        lam = a / (a + b)
+    lam = torch.maximum(lam, 1.0 - lam).float()
+    return perm.to(device), lam.to(device)
+
+
+def mix(x: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """``lam * x + (1 - lam) * x[perm]`` with ``lam`` broadcast over all but the batch axis."""
+    lam = lam.to(dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+    return x * lam + x[perm] * (1.0 - lam)

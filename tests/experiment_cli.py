@@ -1,0 +1,59 @@
+"""Helpers for the end-to-end tests: run ``ex_audioset.py`` in a subprocess and read its sacred run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = str(ROOT / "ex_audioset.py")
+
+
+def run_cli(*args: str, ddp: int | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ex_audioset.py; returns the process with ``.output`` (stdout + stderr)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DDP", "RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE")}
+    if ddp:
+        env["DDP"] = str(ddp)
+    proc = subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    proc.output = proc.stdout + proc.stderr
+    return proc
+
+
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, proc.output[-6000:]
+    return proc
+
+
+def data_args(mini: dict, **overrides: str) -> list[str]:
+    """Config updates pointing basedataset at the mini AudioSet, with small loaders."""
+    cfg = {**mini["basedataset_config"], **overrides}
+    args = [f"basedataset.{k}={v}" for k, v in cfg.items()]
+    return args + ["datasets.training.batch_size=4", "datasets.training.num_workers=0",
+                   "datasets.test.batch_size=4", "datasets.test.num_workers=0", "trainer.enable_progress_bar=False"]
+
+
+def sacred_run(folder: Path, run_id: int = 1) -> dict:
+    run_dir = folder / str(run_id)
+    run = json.loads((run_dir / "run.json").read_text())
+    run["info"] = json.loads((run_dir / "info.json").read_text())
+    run["config"] = json.loads((run_dir / "config.json").read_text())
+    run["metrics"] = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    return run
+
+
+def copy_hdf5(src: str, dst: Path, rows: int, corrupt_row: int | None = None) -> str:
+    """The first ``rows`` clips of ``src``; ``corrupt_row`` gets bytes that are not audio."""
+    with h5py.File(src, "r") as fin, h5py.File(dst, "w") as fout:
+        for key in fin:
+            data = fin[key][:rows]
+            if key == "mp3" and corrupt_row is not None:
+                data[corrupt_row] = data[corrupt_row][:200][::-1].copy()
+            fout.create_dataset(key, data=data, dtype=fin[key].dtype)
+        fout.attrs.update(dict(fin.attrs))
+    return str(dst)

@@ -1,0 +1,131 @@
+"""End-to-end: the real command line (``python ex_audioset.py ...`` in a subprocess) on a tiny AudioSet.
+
+A tiny PaSST (``tiny_model``) trains with ``mini_train`` (mixup, SWA, the importance sampler),
+leaving a sacred run (``-F``), an offline wandb run and checkpoints; then evaluation of an
+ensemble of two of those checkpoints, resuming, DDP with two CPU processes, and bad input.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from experiment_cli import copy_hdf5, data_args, ok, run_cli, sacred_run
+
+
+@pytest.fixture(scope="module")
+def trained(mini_audioset, tmp_path_factory):
+    """One training run of 2 epochs; its sacred run, outputs and process."""
+    tmp = tmp_path_factory.mktemp("trained")
+    # epoch_len=12 and no batch limit: 3 batches of 4 per epoch only if the importance sampler is used
+    proc = ok(run_cli("-F", str(tmp / "sacred"), "with", "mini_train", "tiny_model",
+                      *data_args(mini_audioset, epoch_len=12), "trainer.limit_train_batches=None",
+                      "trainer.precision=16", f"output_dir={tmp / 'out'}"))
+    return {"tmp": tmp, "proc": proc, "run": sacred_run(tmp / "sacred")}
+
+
+def test_training_leaves_sacred_run_checkpoints_and_offline_wandb_run(trained):
+    run = trained["run"]
+    assert run["status"] == "COMPLETED"
+    result, info = run["result"], run["info"]
+    for key in ("val_mAP", "val_roc_auc", "val_loss", "swa_val_mAP", "swa_val_loss"):
+        assert 0.0 <= result[key] <= 1.0, key
+    assert result["val_examples"] == 8
+    assert info["corrupt_clips"] == 0 and info["world_size"] == 1
+    # trainer.precision=16 on the CPU means bf16 autocast, announced in the log
+    assert info["precision"] == "bf16-mixed" and "using 'bf16-mixed'" in trained["proc"].output
+
+    steps = run["metrics"]["train_loss_step"]["steps"]
+    assert len(steps) == 6  # 2 epochs x (epoch_len 12 / batch 4): the weighted sampler sets the epoch
+    assert run["metrics"]["val_mAP"]["steps"] and run["metrics"]["swa_val_mAP"]["steps"]
+
+    last, best = Path(info["last_checkpoint"]), Path(info["best_checkpoint"])
+    assert last.is_file() and best.is_file() and "val_mAP" in best.name
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    keys = ckpt["state_dict"].keys()
+    assert any(k.startswith("net.blocks.") for k in keys) and any(k.startswith("net_swa.blocks.") for k in keys)
+    assert int(ckpt["state_dict"]["swa_n_averaged"]) == 2 and ckpt["epoch"] == 1
+
+    wandb_dir = Path(info["wandb"]["dir"])
+    assert info["wandb"]["mode"] == "offline" and "offline-run-" in str(wandb_dir)
+    assert wandb_dir.is_dir() and list(wandb_dir.parent.glob("*.wandb"))
+    assert list((wandb_dir / "media" / "images").glob("train_spectrograms_*.png"))
+
+
+def test_evaluate_only_on_an_ensemble_of_local_checkpoints_with_a_corrupt_clip(trained, mini_audioset):
+    info = trained["run"]["info"]
+    eval_file = copy_hdf5(mini_audioset["eval_hdf5"], trained["tmp"] / "eval_corrupt.hdf", rows=8, corrupt_row=3)
+    members = [
+        {"arch": "passt_s_swa_p16_128_ap476", "fstride": 10, "tstride": 10, "checkpoint": info["last_checkpoint"],
+         "swa": True},
+        {"arch": "passt_s_swa_p16_128_ap476", "fstride": 10, "tstride": 10, "checkpoint": info["best_checkpoint"]},
+    ]
+    folder = trained["tmp"] / "sacred_eval"
+    proc = ok(run_cli("evaluate_only", "-F", str(folder), "with", "tiny_model",
+                      *data_args(mini_audioset, eval_hdf5=eval_file), f"models.ensemble={members!r}",
+                      f"output_dir={trained['tmp'] / 'out'}"))
+    run = sacred_run(folder)
+    assert run["status"] == "COMPLETED" and run["command"] == "evaluate_only"
+    assert 0.0 <= run["result"]["val_mAP"] <= 1.0 and run["result"]["val_examples"] == 8
+    assert "Evaluation results" in proc.stdout and "val_mAP" in proc.stdout
+    assert run["info"]["n_params"] == 2 * info["n_params"]  # really two networks
+    assert run["info"]["corrupt_clips"] == 1
+    assert "evl00000003" in run["info"]["corrupt_clip_examples"][0]
+
+
+def test_resume_continues_from_the_checkpoint(trained, mini_audioset):
+    folder = trained["tmp"] / "sacred_resume"
+    ok(run_cli("-F", str(folder), "with", "mini_train", "tiny_model", *data_args(mini_audioset, epoch_len=12),
+               "trainer.limit_train_batches=None", "trainer.max_epochs=3",
+               f"ckpt_path={trained['run']['info']['last_checkpoint']}", f"output_dir={trained['tmp'] / 'out'}"))
+    run = sacred_run(folder)
+    assert run["status"] == "COMPLETED"
+    assert set(run["metrics"]["epoch"]["values"]) == {2.0}  # only the missing epoch was trained
+    assert min(run["metrics"]["train_loss_step"]["steps"]) == 6  # the step counter continues
+    ckpt = torch.load(run["info"]["last_checkpoint"], map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 2 and int(ckpt["state_dict"]["swa_n_averaged"]) == 3
+
+
+def test_ddp_two_cpu_processes_observe_rank_zero_only(mini_audioset, tmp_path):
+    eval_file = copy_hdf5(mini_audioset["eval_hdf5"], tmp_path / "eval7.hdf", rows=7)
+    folder, out = tmp_path / "sacred", tmp_path / "out"
+    wandb_runs = set(Path(os.environ["WANDB_DIR"]).glob("wandb/offline-run-*"))
+    proc = ok(run_cli("-F", str(folder), "with", "mini_train", "tiny_model",
+                      *data_args(mini_audioset, eval_hdf5=eval_file), f"output_dir={out}", ddp=2))
+    assert sorted(p.name for p in folder.iterdir() if p.name != "_sources") == ["1"]  # one sacred run
+    run = sacred_run(folder)
+    assert run["status"] == "COMPLETED" and run["info"]["world_size"] == 2
+    # 7 clips on 2 ranks: DistributedSampler pads to 8; the padding is removed before scoring
+    assert run["result"]["val_examples"] == 7
+    assert "duplicates" not in proc.output
+    assert len(list((out / "audioset").iterdir())) == 1  # both ranks used one run folder
+    new_wandb = set(Path(os.environ["WANDB_DIR"]).glob("wandb/offline-run-*")) - wandb_runs
+    assert len(new_wandb) == 1  # one wandb run, from rank 0
+    assert run["config"]["trainer"]["devices"] == 2 and "seed" in run["config"]
+
+
+def test_missing_hdf5_fails_at_start_up_naming_file_and_prepare_command(mini_audioset, tmp_path):
+    missing = tmp_path / "nowhere" / "eval_segments_mp3.hdf"
+    proc = run_cli("with", "mini_train", "tiny_model", *data_args(mini_audioset, eval_hdf5=missing),
+                   f"output_dir={tmp_path}")
+    assert proc.returncode != 0
+    assert str(missing) in proc.output and "create_h5pymp3_dataset" in proc.output
+    assert "GPU available" not in proc.output  # failed before the Trainer was built
+
+
+def test_targets_that_do_not_fit_n_classes_fail_before_training(mini_audioset, tmp_path):
+    proc = run_cli("with", "mini_train", "tiny_model", *data_args(mini_audioset), "models.net.n_classes=10",
+                   f"output_dir={tmp_path}")
+    assert proc.returncode != 0
+    assert "models.net.n_classes=10" in proc.output and "(527,)" in proc.output
+    assert "GPU available" not in proc.output
+
+
+def test_model_speed_test_and_test_loaders(mini_audioset, tmp_path):
+    proc = ok(run_cli("model_speed_test", "with", "tiny_model", "speed_test.batch_size=2", "speed_test.steps=2",
+                      "speed_test.warmup_steps=1"))
+    assert "spectrograms/second" in proc.stdout
+    proc = ok(run_cli("test_loaders", "with", *data_args(mini_audioset)))
+    assert "training: tensor(4, 1, 64000)" in proc.stdout and "test: tensor(4, 1, 64000)" in proc.stdout

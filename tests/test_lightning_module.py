@@ -1,0 +1,148 @@
+"""The shared Lightning module on a tiny PaSST: training step, optimiser groups, validation, SWA."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from helpers.lightning_module import AudioModule, no_weight_decay_names
+from helpers.swa import SWACallback
+from helpers.tasks import MultiClassTask, MultiLabelTask
+from models.checkpoints import load_weights
+from models.passt import get_model
+from models.preprocess import AugmentMelSTFT
+
+N_CLASSES = 5
+SAMPLES = 32000  # 1 s -> 100 frames
+
+
+def tiny_net():
+    return get_model(pretrained=False, depth=1, embed_dim=32, num_heads=2, input_fdim=64, input_tdim=100,
+                     n_classes=N_CLASSES, s_patchout_t=2, s_patchout_f=1)
+
+
+def tiny_module(task=None, **kwargs):
+    torch.manual_seed(0)
+    return AudioModule(tiny_net(), AugmentMelSTFT(n_mels=64, freqm=4, timem=10), task or MultiLabelTask(),
+                       lr_lambda=lambda epoch: 1.0, lr=1e-3, **kwargs)
+
+
+class ToneSet(Dataset):
+    """Clip ``i`` is a tone of class ``i % N_CLASSES`` (multi-hot target)."""
+
+    def __init__(self, n=12):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        k = i % N_CLASSES
+        t = torch.arange(SAMPLES) / 32000
+        wave = (0.3 * torch.sin(2 * torch.pi * 300 * (k + 1) * t)).reshape(1, -1)
+        return wave, f"clip{i}", torch.nn.functional.one_hot(torch.tensor(k), N_CLASSES).float()
+
+
+def _batch(n=4):
+    items = [ToneSet()[i] for i in range(n)]
+    return torch.stack([i[0] for i in items]), [i[1] for i in items], torch.stack([i[2] for i in items])
+
+
+def test_mel_front_end_runs_inside_the_module():
+    module = tiny_module()
+    spec = module.mel_forward(_batch()[0])
+    assert spec.shape == (4, 1, 64, 100)
+    logits, emb = module(_batch()[0])
+    assert logits.shape == (4, N_CLASSES) and emb.shape == (4, 32)
+
+
+# training_step outside a Trainer: self.log() only warns that there is no trainer
+@pytest.mark.filterwarnings("ignore:You are trying to")
+def test_training_step_with_mixup_gives_gradients():
+    module = tiny_module(mixup_alpha=0.3)
+    loss = module.training_step(_batch(), 0)
+    assert torch.isfinite(loss) and loss.dim() == 0
+    loss.backward()
+    assert module.net.patch_embed.proj.weight.grad is not None
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to")
+def test_class_index_targets_are_mixed_as_one_hot():
+    module = tiny_module(task=MultiClassTask(), mixup_alpha=0.3)
+    wave, names, _ = _batch()
+    loss = module.training_step((wave, names, torch.tensor([0, 1, 2, 3])), 0)
+    assert torch.isfinite(loss)
+
+
+def test_tokens_and_encodings_are_not_weight_decayed_unless_asked():
+    module = tiny_module(weight_decay=1e-4)
+    names = no_weight_decay_names(module.net)
+    assert {"cls_token", "time_new_pos_embed", "freq_new_pos_embed"} <= names
+    decay, no_decay = module.parameter_groups()
+    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
+    by_id = {id(p): n for n, p in module.net.named_parameters()}
+    assert {by_id[id(p)] for p in no_decay["params"]} == names & set(by_id.values())
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(module.net.parameters()))
+    assert len(tiny_module(weight_decay_all=True).parameter_groups()) == 1
+
+
+def test_the_swa_copy_is_not_optimised():
+    module = tiny_module(swa=True)
+    optimised = {id(p) for group in module.parameter_groups() for p in group["params"]}
+    assert not optimised & {id(p) for p in module.net_swa.parameters()}
+    assert all(not p.requires_grad for p in module.net_swa.parameters())
+
+
+def test_training_with_swa_validates_both_nets_and_checkpoints_both(tmp_path):
+    module = tiny_module(swa=True, mixup_alpha=0.3, log_spectrograms=0)
+    loader = DataLoader(ToneSet(12), batch_size=4)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                         callbacks=[SWACallback(swa_epoch_start=0, swa_freq=1)])
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=DataLoader(ToneSet(7), batch_size=3))
+    metrics = trainer.callback_metrics
+    for key in ("val_mAP", "val_roc_auc", "val_loss", "swa_val_mAP", "swa_val_loss"):
+        assert key in metrics, key
+    assert module.last_val_examples == 7
+    assert int(module.swa_n_averaged) == 2
+    # the average differs from the live weights after two different snapshots
+    assert not torch.equal(module.net.head[1].weight, module.net_swa.head[1].weight)
+
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=False)["state_dict"]
+    assert any(k.startswith("net.") for k in state) and any(k.startswith("net_swa.") for k in state)
+    fresh = tiny_net().eval()
+    load_weights(fresh, path, swa=True)
+    x = torch.randn(2, 1, 64, 100)
+    module.net_swa.eval()
+    assert torch.allclose(fresh(x)[0], module.net_swa(x)[0], atol=1e-6)
+
+
+def _config(**top):
+    """The shared default config (as sacred builds it), with a tiny network."""
+    from sacred.config import ConfigScope
+
+    from helpers.experiment import shared_config
+
+    cfg = dict(ConfigScope(shared_config)())
+    cfg["models"]["net"].update(pretrained=False, depth=1, embed_dim=32, num_heads=2, input_fdim=64,
+                                input_tdim=100, n_classes=N_CLASSES)
+    cfg["models"]["mel"].update(n_mels=64)
+    cfg.update(top)
+    return cfg
+
+
+def test_build_module_follows_the_config_and_compiles_in_place(monkeypatch):
+    from helpers.assembly import build_module
+    from helpers.experiment import ExperimentSpec
+
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))
+    spec = ExperimentSpec("test", MultiLabelTask(), train_set=lambda: None, test_set=lambda: None)
+    module = build_module(spec, _config(compile=True, swa=True, use_mixup=False))
+    assert compiled == [module.net]
+    assert module.net_swa is not None and module.mixup_alpha is None
+    assert all(k.startswith(("net.", "net_swa.", "swa_n")) for k in module.state_dict())
+    plain = build_module(spec, _config(swa=False), training=False)
+    assert plain.net_swa is None and plain.lr_lambda is None and plain.mixup_alpha == 0.3

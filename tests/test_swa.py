@@ -1,0 +1,67 @@
+"""Stochastic weight averaging: the running mean, the epoch schedule and the callback."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn as nn
+
+from helpers.swa import SWACallback, average_into, is_swa_epoch, make_swa_copy
+
+
+def _net(value: float) -> nn.Module:
+    net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(value)
+        net[1].running_mean.fill_(value)
+    return net
+
+
+def test_average_into_is_the_running_mean_of_snapshots():
+    avg = make_swa_copy(_net(0.0))
+    assert all(not p.requires_grad for p in avg.parameters())
+    for n, value in enumerate([1.0, 2.0, 6.0]):
+        average_into(avg, _net(value), n)
+    assert torch.allclose(avg[0].weight, torch.full((2, 2), 3.0))  # (1 + 2 + 6) / 3
+    assert torch.allclose(avg[1].running_mean, torch.full((2,), 6.0))  # buffers are copied
+
+
+def test_first_average_copies_the_weights():
+    avg = make_swa_copy(_net(5.0))
+    average_into(avg, _net(1.0), 0)
+    assert torch.allclose(avg[0].bias, torch.ones(2))
+
+
+@pytest.mark.parametrize(("epoch", "expected"), [(49, False), (50, True), (54, False), (55, True), (60, True)])
+def test_swa_epochs_start_then_every_freq(epoch, expected):
+    assert is_swa_epoch(epoch, swa_epoch_start=50, swa_freq=5) is expected
+
+
+def test_invalid_freq_is_rejected():
+    with pytest.raises(ValueError, match="swa_freq"):
+        SWACallback(swa_epoch_start=0, swa_freq=0)
+
+
+class _Module(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = _net(0.0)
+        self.net_swa = make_swa_copy(self.net)
+        self.register_buffer("swa_n_averaged", torch.zeros((), dtype=torch.long))
+
+
+def test_callback_averages_after_the_last_batch_of_scheduled_epochs_only():
+    module = _Module()
+    cb = SWACallback(swa_epoch_start=1, swa_freq=2)
+    for epoch in range(6):
+        with torch.no_grad():
+            for p in module.net.parameters():
+                p.fill_(float(epoch))
+        trainer = SimpleNamespace(current_epoch=epoch, num_training_batches=3)
+        for batch_idx in range(3):
+            cb.on_train_batch_end(trainer, module, None, None, batch_idx)
+        cb.on_train_epoch_end(trainer, module)  # must not average a second time
+    # epochs 1, 3, 5 averaged: (1 + 3 + 5) / 3
+    assert int(module.swa_n_averaged) == 3
+    assert torch.allclose(module.net_swa[0].weight, torch.full((2, 2), 3.0))
