@@ -23,11 +23,8 @@ ROOT = Path(__file__).resolve().parent
 def build_data(root: Path) -> dict:
     """The synthetic AudioSet of the test suite (made by the real prepare script)."""
     sys.path.insert(0, str(ROOT))
-    try:
-        from tests.conftest import build_mini_audioset
-    except ImportError as err:
-        raise SystemExit(f"demo.py: cannot import the synthetic data builder from tests/conftest.py ({err}); "
-                         f"run `make install` first.") from err
+    from audioset.synthetic import build_mini_audioset
+
     return build_mini_audioset(root)
 
 

@@ -64,18 +64,25 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def make_optimizer(impl: str, model: torch.nn.Module, same_optimizer: bool) -> torch.optim.Optimizer:
-    """Each framework's AdamW: fused here, the default (foreach) in the original framework."""
-    fused = impl == "ours" and not same_optimizer
-    return torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=1e-4, fused=fused or None)
+def make_training_optimizer(impl: str, model: torch.nn.Module, same_optimizer: bool) -> torch.optim.Optimizer:
+    """Each framework's optimizer: this one's (fused AdamW), the original's default AdamW."""
+    if impl == "ours" and not same_optimizer:
+        from helpers.optim import make_optimizer
+
+        return make_optimizer(model.parameters(), lr=1e-5)
+    return torch.optim.AdamW(model.parameters(), lr=1e-5)
 
 
 def measure_training(impl: str, setting_name: str, precision: str, device: str, batch: int, steps: int,
-                     same_optimizer: bool = False) -> dict:
-    """Spectrograms/s and peak memory of ``steps`` timed training steps (after one warm-up)."""
+                     same_optimizer: bool = False, warmup: int = 2) -> dict:
+    """Spectrograms/s and peak memory of ``steps`` timed training steps after ``warmup`` untimed ones.
+
+    One warm-up step is not enough on the CPU: the second step still creates oneDNN primitives
+    (measured: 1.0-1.8 s forward passes before settling at 0.6 s for PaSST-S in bf16).
+    """
     torch.manual_seed(0)
     model = build(impl, SETTINGS[setting_name]).to(device).train()
-    optimizer = make_optimizer(impl, model, same_optimizer)
+    optimizer = make_training_optimizer(impl, model, same_optimizer)
     x = torch.randn(batch, 1, 128, FRAMES, device=device)
     y = (torch.rand(batch, 527, device=device) < 0.05).float()
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -90,7 +97,8 @@ def measure_training(impl: str, setting_name: str, precision: str, device: str, 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        step()  # warm-up: allocations, kernel selection
+        for _ in range(warmup):  # allocations, kernel selection
+            step()
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         sync(device)
@@ -148,6 +156,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, help="spectrograms per step (default: 4 on CPU, 64 on GPU)")
     parser.add_argument("--steps", type=int, help="timed steps (default: 3 on CPU, 20 on GPU)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before timing (default: 2)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--impls", nargs="+", help="ours and/or original (default: both when importable)")
@@ -160,8 +169,9 @@ def main() -> None:
         if kind == "peak":
             result = {"flops": measure_matmul_peak(rest[0], rest[1])}
         else:
-            impl, setting, precision, device, batch, steps, same = rest
-            result = measure_training(impl, setting, precision, device, int(batch), int(steps), same == "1")
+            impl, setting, precision, device, batch, steps, same, warmup = rest
+            result = measure_training(impl, setting, precision, device, int(batch), int(steps), same == "1",
+                                      int(warmup))
         print(json.dumps(result))
         return
 
@@ -177,21 +187,22 @@ def main() -> None:
         except ImportError:
             impls = ["ours"]
     optimizers = "AdamW foreach for both" if args.same_optimizer else "AdamW fused here, foreach in the original"
-    print(f"Machine: {machine(args.device)}; batch {batch}, {steps} timed steps after 1 warm-up; {optimizers}\n")
+    print(f"Machine: {machine(args.device)}; batch {batch}, {steps} timed steps after {args.warmup} warm-up; "
+          f"{optimizers}\n", flush=True)
     peaks = {p: run_child(["peak", p, args.device])["flops"] for p in args.precisions}
     for p, flops in peaks.items():
-        print(f"matmul peak {p}: {flops / 1e9:.0f} GFLOP/s")
+        print(f"matmul peak {p}: {flops / 1e9:.0f} GFLOP/s", flush=True)
     header = "| setting | precision | " + " | ".join(
         f"{impl} specs/s | {impl} MFU | {impl} peak MB" for impl in impls)
     if "original" in impls and "ours" in impls:
         header += " | speed-up |"
     else:
         header += " |"
-    print("\n" + header + "\n|" + "---|" * (header.count("|") - 1))
+    print("\n" + header + "\n|" + "---|" * (header.count("|") - 1), flush=True)
     for setting in args.settings:
         for precision in args.precisions:
             results = {impl: run_child(["train", impl, setting, precision, args.device, str(batch), str(steps),
-                                        str(int(args.same_optimizer))])
+                                        str(int(args.same_optimizer)), str(args.warmup)])
                        for impl in impls}
             cells = []
             for impl in impls:

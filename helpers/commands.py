@@ -25,6 +25,7 @@ from helpers.corrupt_clips import corrupt_examples, count_corrupt
 from helpers.data import AudioDataModule
 from helpers.ddp import PerRankSeed, wait_for_child_processes
 from helpers.model_factory import build_net, net_output_classes
+from helpers.optim import make_optimizer
 from helpers.sacred_logger import SacredLogger
 from helpers.swa import SWACallback
 from helpers.trainer_factory import build_trainer, resolve_precision, runs_on_cpu
@@ -129,7 +130,7 @@ def speed_test(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, float]:
     x = torch.randn(batch, cfg["models"]["net"].get("in_channels", 1), cfg["models"]["mel"]["n_mels"],
                     cfg["models"]["net"]["input_tdim"], device=device)
     target = torch.zeros(batch, net_output_classes(cfg["models"]), device=device)
-    optimizer = torch.optim.SGD(net.parameters(), lr=1e-3)
+    optimizer = make_optimizer(net.parameters(), lr=cfg["lr"], adamw=cfg["adamw"])  # the one training uses
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16 and device.type == "cuda")
 
     def step() -> None:

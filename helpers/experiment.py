@@ -116,8 +116,7 @@ def shared_config():
         max_epochs=130,
         accelerator="auto",
         devices=_ddp or 1,  # DDP=N in the environment: N processes
-        # PaSST's head_dist is never used in forward (as in the original), so DDP must allow unused parameters
-        strategy="ddp_find_unused_parameters_true" if _ddp > 1 else "auto",
+        strategy="ddp" if _ddp > 1 else "auto",
         num_nodes=1,
         precision=_default_precision(),  # mixed precision where the hardware has it
         num_sanity_val_steps=0,

@@ -22,6 +22,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 
 from helpers.ddp import is_unshuffled_distributed_sampler, restore_padded_order
 from helpers.mixup import draw_mixup, mix
+from helpers.optim import make_optimizer
 from helpers.swa import make_swa_copy
 from helpers.tasks import Task
 from helpers.wandb_logging import spectrogram_image
@@ -62,6 +63,11 @@ class AudioModule(pl.LightningModule):
                  weight_decay: float = 1e-4, weight_decay_all: bool = False, mixup_alpha: float | None = 0.3,
                  swa: bool = False, log_spectrograms: int = 2) -> None:
         super().__init__()
+        head_dist = getattr(net, "head_dist", None)
+        if isinstance(head_dist, nn.Module):
+            # PaSST's logits come from the main head only (as in the original): the distillation
+            # head is kept for checkpoint compatibility but frozen, so DDP finds no unused parameters
+            head_dist.requires_grad_(False)
         self.net = net
         self.mel = mel
         self.task = task
@@ -187,10 +193,7 @@ class AudioModule(pl.LightningModule):
         return groups
 
     def configure_optimizers(self):
-        if self.adamw:
-            optimizer = torch.optim.AdamW(self.parameter_groups(), lr=self.lr)
-        else:
-            optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        optimizer = make_optimizer(self.parameter_groups(), lr=self.lr, adamw=self.adamw)
         if self.lr_lambda is None:
             return optimizer
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_lambda)

@@ -431,8 +431,8 @@ def get_ensemble_model(arch_list: Sequence, **kwargs) -> PaSSTEnsemble:
             arch, fstride, tstride = entry
             spec = {**kwargs, "arch": arch, "fstride": fstride, "tstride": tstride}
         checkpoint, swa = spec.pop("checkpoint", None), spec.pop("swa", False)
-        if checkpoint:
-            spec.setdefault("pretrained", False)
+        if checkpoint and not (isinstance(entry, dict) and "pretrained" in entry):
+            spec["pretrained"] = False  # the member's own weights replace any shared pretrained=True
         model = get_model(**spec)
         if checkpoint:
             load_weights(model, checkpoint, swa=swa)

@@ -82,8 +82,18 @@ def test_tokens_and_encodings_are_not_weight_decayed_unless_asked():
     assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
     by_id = {id(p): n for n, p in module.net.named_parameters()}
     assert {by_id[id(p)] for p in no_decay["params"]} == names & set(by_id.values())
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(module.net.parameters()))
+    trainable = [p for p in module.net.parameters() if p.requires_grad]
+    assert len(decay["params"]) + len(no_decay["params"]) == len(trainable)
     assert len(tiny_module(weight_decay_all=True).parameter_groups()) == 1
+
+
+def test_unused_distillation_head_is_frozen_and_optimizer_is_fused():
+    module = tiny_module()
+    assert not any(p.requires_grad for p in module.net.head_dist.parameters())
+    assert all(p.requires_grad for p in module.net.head.parameters())
+    optimizer = module.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"]
 
 
 def test_the_swa_copy_is_not_optimised():
