@@ -37,16 +37,23 @@ def plain(value: Any) -> Any:
     return value
 
 
-def resolve_run_dir(output_dir: str, name: str, run: Any) -> Path:
+def resolve_run_dir(output_dir: str, name: str, run: Any, resume_from: str | None = None) -> Path:
     """``<output_dir>/<experiment>/<time>-run<sacred id>``: checkpoints, logs and wandb files of one run.
 
     All ranks of a DDP run use rank 0's folder: children launched by rank 0 inherit it through
     ``PASST_RUN_DIR``; processes started by torchrun/SLURM name it after their shared job id.
+    Resuming from ``<run>/checkpoints/<file>.ckpt`` continues in ``<run>``: Lightning keeps its
+    record of the best checkpoints only when they stay in the same folder.
     """
     inherited = os.environ.get(RUN_DIR_ENV)
     if inherited and not is_global_rank_zero():
         return Path(inherited)
     job = shared_job_id() if externally_launched_world_size() > 1 else None
+    checkpoint_dir = Path(resume_from).resolve().parent if resume_from else None
+    if checkpoint_dir is not None and checkpoint_dir.name == "checkpoints":
+        path = checkpoint_dir.parent
+        os.environ[RUN_DIR_ENV] = str(path)
+        return path
     if job is not None:
         leaf = f"job-{job}"
     else:

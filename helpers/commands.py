@@ -54,7 +54,7 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
     """Train and validate every epoch; returns the last validation metrics."""
     check_config(cfg)
     pl.seed_everything(seed, workers=True)
-    run_dir = resolve_run_dir(cfg["output_dir"], spec.name, run)
+    run_dir = resolve_run_dir(cfg["output_dir"], spec.name, run, resume_from=cfg.get("ckpt_path"))
     datamodule, corrupt_log, corrupt_before = build_datamodule(spec, cfg, run_dir, training=True)
     module = build_module(spec, cfg, training=True)
     checkpointing = build_checkpointing(spec, cfg, run_dir)

@@ -20,12 +20,16 @@ SCHEDULE_MODES = ("exp_lin", "cos_cyc")
 
 
 def exp_warmup(warm_up_len: int) -> LrLambda:
-    """``exp(-5 (1 - t)^2)`` with ``t = epoch / warm_up_len``: ~0.0067 at epoch 0, 1 from ``warm_up_len`` on."""
+    """``exp(-5 (1 - t)^2)`` with ``t = max(epoch, 0.5) / warm_up_len``, 1 from ``warm_up_len`` on.
+
+    As in the original, epoch 0 counts as half an epoch: the first multiplier is
+    ``exp(-5 (1 - 0.5 / warm_up_len)^2)`` (0.0174 for 5 warm-up epochs), not ``exp(-5)``.
+    """
 
     def multiplier(epoch: int) -> float:
         if warm_up_len <= 0 or epoch >= warm_up_len:
             return 1.0
-        t = max(epoch, 0) / warm_up_len
+        t = min(max(epoch, 0.5), warm_up_len) / warm_up_len
         return math.exp(-5.0 * (1.0 - t) ** 2)
 
     return multiplier

@@ -75,13 +75,21 @@ def test_evaluate_only_on_an_ensemble_of_local_checkpoints_with_a_corrupt_clip(t
     assert "evl00000003" in run["info"]["corrupt_clip_examples"][0]
 
 
-def test_resume_continues_from_the_checkpoint(trained, mini_audioset):
-    folder = trained["tmp"] / "sacred_resume"
+def test_resume_continues_from_the_checkpoint(mini_audioset, tmp_path):
+    # a run of its own: resuming writes into the run folder of the checkpoint
+    first = tmp_path / "sacred_first"
+    ok(run_cli("-F", str(first), "with", "mini_train", "tiny_model", *data_args(mini_audioset, epoch_len=12),
+               "trainer.limit_train_batches=None", f"output_dir={tmp_path / 'out'}"))
+    run_dir = Path(sacred_run(first)["info"]["run_dir"])
+    folder = tmp_path / "sacred_resume"
     ok(run_cli("-F", str(folder), "with", "mini_train", "tiny_model", *data_args(mini_audioset, epoch_len=12),
                "trainer.limit_train_batches=None", "trainer.max_epochs=3",
-               f"ckpt_path={trained['run']['info']['last_checkpoint']}", f"output_dir={trained['tmp'] / 'out'}"))
+               f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"output_dir={tmp_path / 'out'}"))
     run = sacred_run(folder)
     assert run["status"] == "COMPLETED"
+    assert Path(run["info"]["run_dir"]).resolve() == run_dir.resolve()
+    # Lightning kept its record of the best checkpoint: still one best file (save_top_k=1), not two
+    assert len(list((run_dir / "checkpoints").glob("best-*.ckpt"))) == 1
     assert set(run["metrics"]["epoch"]["values"]) == {2.0}  # only the missing epoch was trained
     assert min(run["metrics"]["train_loss_step"]["steps"]) == 6  # the step counter continues
     ckpt = torch.load(run["info"]["last_checkpoint"], map_location="cpu", weights_only=False)

@@ -10,7 +10,7 @@ from helpers.schedules import cosine_cycle, exp_warmup, exp_warmup_linear_down, 
 
 def test_exp_warmup_ramps_exponentially_to_one():
     f = exp_warmup(5)
-    assert f(0) == pytest.approx(math.exp(-5))
+    assert f(0) == pytest.approx(math.exp(-5 * (1 - 0.5 / 5) ** 2)) == pytest.approx(0.01742, abs=1e-5)
     assert f(2) == pytest.approx(math.exp(-5 * (1 - 2 / 5) ** 2))
     assert [f(e) for e in range(5)] == sorted(f(e) for e in range(5))  # increasing
     assert f(5) == f(100) == 1.0
@@ -19,7 +19,7 @@ def test_exp_warmup_ramps_exponentially_to_one():
 
 def test_exp_lin_plateau_then_linear_decay_to_last_value():
     f = exp_warmup_linear_down(warm_up_len=5, ramp_down_len=50, ramp_down_start=50, last_lr_value=0.01)
-    assert f(0) == pytest.approx(math.exp(-5))
+    assert f(0) == pytest.approx(math.exp(-5 * 0.9**2))  # epoch 0 counts as half an epoch, as in the original
     assert f(5) == f(30) == f(50) == 1.0
     assert f(75) == pytest.approx(0.01 + 0.99 * 25 / 50)  # halfway down
     assert f(100) == pytest.approx(0.01)
@@ -54,5 +54,5 @@ def test_lambda_lr_steps_per_epoch_with_the_multiplier():
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    expected = [math.exp(-5), math.exp(-5 * 0.25), 1, 1, 0.1 + 0.9 * 0.5, 0.1, 0.1]
+    expected = [math.exp(-5 * 0.75**2), math.exp(-5 * 0.25), 1, 1, 0.1 + 0.9 * 0.5, 0.1, 0.1]
     assert lrs == pytest.approx([2e-5 * m for m in expected])
