@@ -17,7 +17,7 @@ Config keys of ``basedataset`` (original names kept): ``base_dir``, ``balanced_t
 (7 dB; 0 disables), ``roll`` (False), ``roll_max_shift`` (None: any shift), ``wavmix`` (False),
 ``mixup_alpha`` (0.3, the Beta parameter of wavmix), ``wavmix_rate`` (0.5), ``use_full_set``
 (True: balanced + unbalanced, as in the paper; False: balanced only), ``sample_weight_offset``
-(100), ``epoch_len`` (100000), ``sampler_replace`` (True), ``sampler_seed`` (0),
+(100), ``epoch_len`` (100000), ``sampler_replace`` (True), ``sampler_seed`` (None: from the run's seed),
 ``strict_decoding`` (False), ``corrupt_log`` (None or a file that collects corrupt clips from all
 DataLoader workers, see :mod:`helpers.hdf5_dataset`).
 
@@ -98,7 +98,7 @@ def default_config():
     sample_weight_offset = 100  # importance weight of a clip: sum over labels of 1000 / (count + offset)
     epoch_len = 100000  # clips drawn per epoch by the weighted sampler
     sampler_replace = True  # draw with replacement
-    sampler_seed = 0  # base seed of the sampler (plus the epoch; the same on all DDP ranks)
+    sampler_seed = None  # base seed of the sampler (plus the epoch); None: derived from the run's seed
     strict_decoding = False  # True: a corrupt clip raises instead of being skipped
     corrupt_log = None  # file collecting skipped corrupt clips from all DataLoader workers
 
@@ -274,13 +274,17 @@ def get_test_set(eval_hdf5, sample_rate, clip_length, n_classes, strict_decoding
 @dataset.capture
 def get_ft_weighted_sampler(
     epoch_len, sampler_replace, use_full_set, balanced_train_hdf5, unbalanced_train_hdf5, n_classes,
-    sample_weight_offset, sampler_seed,
+    sample_weight_offset, sampler_seed, _run,
 ) -> DistributedSamplerWrapper:
-    """Importance sampler over the training set of :func:`get_training_set`, split among DDP ranks."""
+    """Importance sampler over the training set of :func:`get_training_set`, split among DDP ranks.
+
+    Its seed is ``sampler_seed`` or, when None, the run's ``seed`` (which all DDP ranks share).
+    """
+    seed = sampler_seed if sampler_seed is not None else _run.config["seed"]
     return build_weighted_sampler(
         _training_files(use_full_set, balanced_train_hdf5, unbalanced_train_hdf5), n_classes=n_classes,
         sample_weight_offset=sample_weight_offset, epoch_len=epoch_len, sampler_replace=sampler_replace,
-        seed=sampler_seed,
+        seed=seed,
     )
 
 

@@ -107,7 +107,7 @@ def build_datamodule(spec: ExperimentSpec, cfg: dict[str, Any], run_dir: Path, t
         corrupt_log = attach_corrupt_log(train_set, log_path)
     before = count_corrupt(corrupt_log)
     dm = AudioDataModule(train_set, test_set, cfg["datasets"]["training"], cfg["datasets"]["test"],
-                         train_sampler=spec.train_sampler)
+                         train_sampler=spec.train_sampler, seed=cfg["seed"])
     return dm, corrupt_log, before
 
 

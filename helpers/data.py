@@ -76,16 +76,19 @@ class AudioDataModule(pl.LightningDataModule):
         train_set: training dataset (None for evaluation only).
         test_set: evaluation dataset.
         training_cfg / test_cfg: the ``datasets.training`` / ``datasets.test`` config.
+        seed: seed of the DDP training shuffle (the same on every rank).
         train_sampler: makes the experiment's own training sampler (used when
             ``training_cfg["weighted_sampler"]`` is true).
     """
 
     def __init__(self, train_set: Dataset | None, test_set: Dataset | None, training_cfg: dict[str, Any],
-                 test_cfg: dict[str, Any], train_sampler: Callable[[], Sampler] | None = None) -> None:
+                 test_cfg: dict[str, Any], train_sampler: Callable[[], Sampler] | None = None,
+                 seed: int = 0) -> None:
         super().__init__()
         self.train_set, self.test_set = train_set, test_set
         self.training_cfg, self.test_cfg = dict(training_cfg), dict(test_cfg)
         self.train_sampler = train_sampler
+        self.seed = seed  # the run's seed: the DDP shuffle order changes with it, like a plain shuffle
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
@@ -95,7 +98,7 @@ class AudioDataModule(pl.LightningDataModule):
         if cfg.get("weighted_sampler") and self.train_sampler is not None:
             sampler = self.train_sampler()
         elif _distributed():
-            sampler = DistributedSampler(self.train_set, shuffle=bool(cfg.get("shuffle", True)))
+            sampler = DistributedSampler(self.train_set, shuffle=bool(cfg.get("shuffle", True)), seed=self.seed)
         return make_loader(self.train_set, cfg, sampler, "datasets.training")
 
     def val_dataloader(self) -> DataLoader:

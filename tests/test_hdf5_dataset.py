@@ -276,7 +276,7 @@ def test_plain_constructors(mini_audioset):
     assert len(sampler) == 5 and all(0 <= i < 16 for i in sampler)
 
 
-def run_with_ingredient(config_updates, body):
+def run_with_ingredient(config_updates, body, seed=None):
     """Run ``body()`` inside a sacred experiment that uses the basedataset ingredient."""
     from sacred import Experiment
 
@@ -287,8 +287,22 @@ def run_with_ingredient(config_updates, body):
     def main():
         out["value"] = body()
 
-    ex.run(config_updates={"basedataset": config_updates}, options={"--loglevel": "ERROR", "--capture": "no"})
+    updates = {"basedataset": config_updates, **({"seed": seed} if seed is not None else {})}
+    ex.run(config_updates=updates, options={"--loglevel": "ERROR", "--capture": "no"})
     return out["value"]
+
+
+def test_importance_sampler_follows_the_run_seed(mini_audioset):
+    def draws():
+        sampler = audioset_dataset.get_ft_weighted_sampler(epoch_len=50)
+        sampler.set_epoch(0)
+        return list(sampler)
+
+    cfg = mini_audioset["basedataset_config"]
+    a, again, other = (run_with_ingredient(cfg, draws, seed=s) for s in (1, 1, 2))
+    assert a == again and a != other
+    fixed = {**cfg, "sampler_seed": 7}
+    assert run_with_ingredient(fixed, draws, seed=1) == run_with_ingredient(fixed, draws, seed=2)
 
 
 def test_sacred_ingredient_defaults_follow_base_dir():
