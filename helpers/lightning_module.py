@@ -63,11 +63,6 @@ class AudioModule(pl.LightningModule):
                  weight_decay: float = 1e-4, weight_decay_all: bool = False, mixup_alpha: float | None = 0.3,
                  swa: bool = False, log_spectrograms: int = 2) -> None:
         super().__init__()
-        head_dist = getattr(net, "head_dist", None)
-        if isinstance(head_dist, nn.Module):
-            # PaSST's logits come from the main head only (as in the original): the distillation
-            # head is kept for checkpoint compatibility but frozen, so DDP finds no unused parameters
-            head_dist.requires_grad_(False)
         self.net = net
         self.mel = mel
         self.task = task
@@ -137,15 +132,17 @@ class AudioModule(pl.LightningModule):
 
     # -------------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
-        self._val_outputs = {prefix: [] for prefix, _ in self.evaluated_nets()}
+        # chosen once per epoch: reading swa_n_averaged on every batch would sync the accelerator
+        self._val_nets = self.evaluated_nets()
+        self._val_outputs = {prefix: [] for prefix, _ in self._val_nets}
 
     def validation_step(self, batch, batch_idx: int) -> None:
         wave, targets = batch[0], batch[2]
         spec = self.mel_forward(wave)
-        for prefix, net in self.evaluated_nets():
+        for prefix, net in self._val_nets:
             logits, _ = net(spec)
-            # kept on the CPU: a whole AudioSet evaluation set would crowd the accelerator
-            self._val_outputs.setdefault(prefix, []).append((logits.detach().float().cpu(), targets.cpu()))
+            # kept on the device (the AudioSet evaluation set is ~42 MB of logits): no per-batch copy
+            self._val_outputs[prefix].append((logits.detach().float(), targets))
 
     def on_validation_epoch_end(self) -> None:
         metrics: dict[str, float] = {}
@@ -155,6 +152,7 @@ class AudioModule(pl.LightningModule):
             logits = torch.cat([o[0] for o in outputs])
             targets = torch.cat([o[1] for o in outputs])
             logits, targets = self._gather_eval_set(logits, targets)
+            logits, targets = logits.cpu(), targets.cpu()  # the metrics run in NumPy
             self.last_val_examples = int(logits.shape[0])
             metrics[f"{prefix}val_loss"] = float(self.task.loss(logits, targets))
             for name, value in self.task.metrics(logits, targets).items():
@@ -168,8 +166,8 @@ class AudioModule(pl.LightningModule):
         """The full evaluation set from all processes, each example once."""
         if self.trainer.world_size <= 1:
             return logits, targets
-        gathered_logits = self.all_gather(logits.to(self.device)).cpu()
-        gathered_targets = self.all_gather(targets.to(self.device)).cpu()
+        gathered_logits = self.all_gather(logits).cpu()
+        gathered_targets = self.all_gather(targets).cpu()
         loader = self.trainer.val_dataloaders
         sampler = getattr(loader, "sampler", None)
         if is_unshuffled_distributed_sampler(sampler):

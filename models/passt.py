@@ -231,6 +231,10 @@ class PaSST(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, num_classes))
         self.head_dist = nn.Linear(embed_dim, num_classes) if distilled else None
         self._init_weights()
+        if self.head_dist is not None:
+            # the logits come from `head` only (as in the original): the distillation head is kept for
+            # checkpoint compatibility but frozen, so optimizers and DDP see no parameter without a gradient
+            self.head_dist.requires_grad_(False)
 
     def _init_weights(self) -> None:
         for p in (self.new_pos_embed, self.freq_new_pos_embed, self.time_new_pos_embed, self.cls_token):

@@ -223,3 +223,11 @@ def test_no_weight_decay_names_exist():
     model = tiny()
     names = dict(model.named_parameters())
     assert model.no_weight_decay() <= set(names)
+
+
+def test_unused_distillation_head_is_frozen():
+    model = tiny()
+    assert not any(p.requires_grad for p in model.head_dist.parameters())
+    logits, _ = model.train()(torch.randn(1, 1, 128, 300))
+    logits.sum().backward()
+    assert model.head[1].weight.grad is not None and model.head_dist.weight.grad is None
