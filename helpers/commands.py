@@ -18,7 +18,6 @@ from helpers.assembly import (
     build_datamodule,
     build_module,
     build_wandb_logger,
-    check_config,
     resolve_run_dir,
 )
 from helpers.corrupt_clips import corrupt_examples, count_corrupt
@@ -49,10 +48,17 @@ def validation_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items()) if "val_" in k}
 
 
+def _record_run_info(run: Any, module: Any, corrupt_log: Any, corrupt_before: int) -> None:
+    """What every run stores in sacred's ``info``: corrupt clips met, evaluated examples, network size."""
+    run.info.update(corrupt_clips=count_corrupt(corrupt_log, corrupt_before), corrupt_log=corrupt_log,
+                    corrupt_clip_examples=corrupt_examples(corrupt_log, corrupt_before),
+                    val_examples=module.last_val_examples,
+                    n_params=sum(p.numel() for p in module.net.parameters()))
+
+
 # ------------------------------------------------------------------------------------- commands
 def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dict[str, float]:
     """Train and validate every epoch; returns the last validation metrics."""
-    check_config(cfg)
     pl.seed_everything(seed, workers=True)
     run_dir = resolve_run_dir(cfg["output_dir"], spec.name, run, resume_from=cfg.get("ckpt_path"))
     datamodule, corrupt_log, corrupt_before = build_datamodule(spec, cfg, run_dir, training=True)
@@ -69,9 +75,8 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     finally:
         wait_for_child_processes(trainer)
+        _record_run_info(run, module, corrupt_log, corrupt_before)
         run.info.update(
-            corrupt_clips=count_corrupt(corrupt_log, corrupt_before), corrupt_log=corrupt_log,
-            corrupt_clip_examples=corrupt_examples(corrupt_log, corrupt_before),
             best_checkpoint=checkpointing[0].best_model_path or None,
             last_checkpoint=checkpointing[-1].best_model_path if len(checkpointing) > 1 else None,
         )
@@ -79,13 +84,11 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
             run.info["wandb"] = _finish_wandb()
     results = validation_metrics(trainer.callback_metrics)
     results["val_examples"] = module.last_val_examples
-    run.info["val_examples"] = module.last_val_examples
     return results
 
 
 def evaluate(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dict[str, float]:
     """Validate the configured network (or ensemble) on the test set; prints and returns the metrics."""
-    check_config(cfg)
     pl.seed_everything(seed)
     run_dir = resolve_run_dir(cfg["output_dir"], spec.name, run)
     datamodule, corrupt_log, corrupt_before = build_datamodule(spec, cfg, run_dir, training=False)
@@ -98,10 +101,7 @@ def evaluate(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> 
         wait_for_child_processes(trainer)
     results = validation_metrics(outputs[0] if outputs else trainer.callback_metrics)
     results["val_examples"] = module.last_val_examples
-    run.info.update(corrupt_clips=count_corrupt(corrupt_log, corrupt_before), corrupt_log=corrupt_log,
-                    corrupt_clip_examples=corrupt_examples(corrupt_log, corrupt_before),
-                    val_examples=module.last_val_examples,
-                    n_params=sum(p.numel() for p in module.net.parameters()))
+    _record_run_info(run, module, corrupt_log, corrupt_before)
     if trainer.is_global_zero:
         print("\nEvaluation results:")
         for key, value in results.items():

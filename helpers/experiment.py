@@ -34,15 +34,22 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import torch
 from sacred import SETTINGS, Experiment, Ingredient
 from sacred.utils import apply_backspaces_and_linefeeds
 from torch.utils.data import Dataset, Sampler
 
 from helpers import commands
-from helpers.assembly import plain
+from helpers.assembly import check_config, plain
 from helpers.ddp import ddp_processes_from_env, prepare_argv
+from helpers.model_factory import signature_defaults
 from helpers.tasks import Task
+from helpers.trainer_factory import default_precision
+from helpers.wandb_logging import default_wandb_mode
+from models.passt import get_model
+from models.preprocess import AugmentMelSTFT
 
 
 @dataclass(frozen=True)
@@ -66,47 +73,15 @@ class ExperimentSpec:
 
 # ----------------------------------------------------------------------------- config defaults
 def _net_defaults() -> dict:
-    from helpers.model_factory import signature_defaults
-    from models.passt import get_model
-
     # structured patchout as in the paper (40 time columns, 4 frequency rows)
     return {**signature_defaults(get_model), "s_patchout_t": 40, "s_patchout_f": 4}
-
-
-def _mel_defaults() -> dict:
-    from helpers.model_factory import signature_defaults
-    from models.preprocess import AugmentMelSTFT
-
-    return signature_defaults(AugmentMelSTFT)
-
-
-def _default_workers() -> int:
-    return min(16, os.cpu_count() or 1)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _default_precision() -> str:
-    from helpers.trainer_factory import default_precision
-
-    return default_precision()
-
-
-def _default_wandb_mode() -> str:
-    from helpers.wandb_logging import default_wandb_mode
-
-    return default_wandb_mode()
 
 
 def shared_config():
     """Defaults shared by every experiment (the original AudioSet values)."""
     models = {
         "net": _net_defaults(),
-        "mel": _mel_defaults(),
+        "mel": signature_defaults(AugmentMelSTFT),
         "ensemble": [],  # [[arch, fstride, tstride] | {arch, fstride, tstride, checkpoint, swa}, ...]
         "checkpoint": None,  # local weights for models.net (state dict or Lightning .ckpt)
         "checkpoint_swa": False,  # take the net_swa. weights of that Lightning checkpoint
@@ -118,7 +93,7 @@ def shared_config():
         devices=_ddp or 1,  # DDP=N in the environment: N processes
         strategy="ddp" if _ddp > 1 else "auto",
         num_nodes=1,
-        precision=_default_precision(),  # mixed precision where the hardware has it
+        precision=default_precision(),  # mixed precision where the hardware has it
         num_sanity_val_steps=0,
         limit_train_batches=None,  # None: all; an int: that many batches per epoch
         limit_val_batches=None,
@@ -130,8 +105,8 @@ def shared_config():
         use_distributed_sampler=False,  # our samplers shard among DDP ranks themselves
     )
     del _ddp
-    _workers = _default_workers()
-    _pin = _cuda()
+    _workers = min(16, os.cpu_count() or 1)
+    _pin = torch.cuda.is_available()
     datasets = dict(
         training=dict(batch_size=12, num_workers=_workers, shuffle=True, pin_memory=_pin,
                       persistent_workers=True, drop_last=False),
@@ -145,7 +120,7 @@ def shared_config():
         group=None,
         tags=None,
         notes=None,
-        mode=_default_wandb_mode(),  # offline unless a wandb account is configured
+        mode=default_wandb_mode(),  # offline unless a wandb account is configured
         save_dir=None,  # None: $WANDB_DIR, else the run folder
         log_model=False,
     )
@@ -194,31 +169,38 @@ def build_experiment(spec: ExperimentSpec, ingredients: Sequence[Ingredient] = (
     return ex
 
 
+def checked(config: Any) -> dict:
+    """The run's config as plain Python objects, after failing fast on misspelt library keys."""
+    cfg = plain(config)
+    check_config(cfg)
+    return cfg
+
+
 def _register_commands(ex: Experiment, spec: ExperimentSpec) -> None:
     @ex.main
     def main(_run, _config, _seed):
         """Train (and validate every epoch); the run's result is the last validation metrics."""
-        return commands.train(spec, _run, plain(_config), _seed)
+        return commands.train(spec, _run, checked(_config), _seed)
 
     @ex.command
     def evaluate_only(_run, _config, _seed):
         """Evaluate models.net (or models.ensemble) on the test set; prints and returns the metrics."""
-        return commands.evaluate(spec, _run, plain(_config), _seed)
+        return commands.evaluate(spec, _run, checked(_config), _seed)
 
     @ex.command
     def model_speed_test(_config):
         """Measure training speed of the network on random spectrograms (speed_test.* config)."""
-        return commands.speed_test(spec, plain(_config))
+        return commands.speed_test(spec, checked(_config))
 
     @ex.command
     def test_loaders(_config):
         """Load one batch from the training and the test loader and describe it."""
-        return commands.first_batches(spec, plain(_config))
+        return commands.first_batches(spec, checked(_config))
 
     @ex.command
     def test_loaders_train_speed(_config):
         """Time two passes over the training loader."""
-        return commands.loader_speed(spec, plain(_config))
+        return commands.loader_speed(spec, checked(_config))
 
 
 def run_cli(ex: Experiment, argv: Sequence[str] | None = None):

@@ -125,3 +125,10 @@ def test_wandb_is_offline_without_an_account(monkeypatch, tmp_path):
     assert default_wandb_mode() == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert default_wandb_mode() == "disabled"
+
+
+@pytest.mark.parametrize("command", ["model_speed_test", "test_loaders", "evaluate_only"])
+def test_every_command_rejects_misspelt_keys_before_doing_work(command):
+    proc = run_cli(command, "with", "trainer.max_epoch=3", "speed_test.steps=1", "speed_test.warmup_steps=0")
+    assert proc.returncode != 0
+    assert "trainer.max_epoch" in proc.output and "max_epochs" in proc.output
