@@ -21,8 +21,8 @@ Config keys of ``basedataset`` (original names kept): ``base_dir``, ``balanced_t
 ``strict_decoding`` (False), ``corrupt_log`` (None or a file that collects corrupt clips from all
 DataLoader workers, see :mod:`helpers.hdf5_dataset`).
 
-Captured functions: :func:`get_base_training_set`, :func:`get_full_training_set`,
-:func:`get_training_set`, :func:`get_test_set`, :func:`get_ft_weighted_sampler`,
+Captured functions: :func:`get_training_set`, :func:`get_base_training_set` (balanced only,
+whatever ``use_full_set`` says), :func:`get_test_set`, :func:`get_ft_weighted_sampler`,
 :func:`preload_mp3`.
 
 Without sacred: :func:`build_training_set`, :func:`build_test_set`, :func:`build_weighted_sampler`,
@@ -39,13 +39,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import h5py
 from sacred import Ingredient
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from helpers.hdf5_dataset import Hdf5AudioDataset, missing_file_error
+from helpers.hdf5_dataset import Hdf5AudioDataset, require_hdf5
 from helpers.sampler import DistributedSamplerWrapper, make_weighted_sampler, sample_weights_from_hdf5
 from helpers.waveform_augment import GainAugmentDataset, MixupDataset, RollDataset, concat_datasets
 
@@ -53,7 +54,6 @@ __all__ = [
     "dataset",
     "default_config",
     "get_base_training_set",
-    "get_full_training_set",
     "get_training_set",
     "get_test_set",
     "get_ft_weighted_sampler",
@@ -200,10 +200,9 @@ def build_weighted_sampler(
     rank: int | None = None,
 ) -> DistributedSamplerWrapper:
     """Class-balanced importance sampler over the clips of ``hdf5_paths`` (same order as the training set)."""
-    for path in hdf5_paths:
-        if not os.path.isfile(path):
-            raise missing_file_error(path, prepare_command(path))
-    weights = sample_weights_from_hdf5(hdf5_paths, n_classes=n_classes, offset=sample_weight_offset)
+    weights = sample_weights_from_hdf5(
+        hdf5_paths, n_classes=n_classes, offset=sample_weight_offset, prepare_hint=prepare_command
+    )
     sampler = make_weighted_sampler(weights, epoch_len=epoch_len, replacement=sampler_replace)
     return DistributedSamplerWrapper(sampler, num_replicas=num_replicas, rank=rank, seed=seed)
 
@@ -212,9 +211,7 @@ def preload_hdf5(hdf5_paths: Sequence[str | os.PathLike], chunk: int = 1024) -> 
     """Read every mp3 of the files sequentially (warms the OS page cache); returns the bytes read."""
     total = 0
     for path in hdf5_paths:
-        if not os.path.isfile(path):
-            raise missing_file_error(path, prepare_command(path))
-        with h5py.File(path, "r") as hf:
+        with h5py.File(require_hdf5(path, prepare_command(path)), "r") as hf:
             mp3 = hf["mp3"]
             n = mp3.shape[0]
             with tqdm(total=n, desc=f"preload {os.path.basename(os.fspath(path))}", unit="clip") as bar:
@@ -229,37 +226,26 @@ def _training_files(use_full_set: bool, balanced_train_hdf5: str, unbalanced_tra
 
 
 @dataset.capture
-def get_base_training_set(
-    balanced_train_hdf5, sample_rate, clip_length, n_classes, gain_augment, roll, roll_max_shift,
-    wavmix, mixup_alpha, wavmix_rate, strict_decoding, corrupt_log,
+def get_training_set(
+    use_full_set, balanced_train_hdf5, unbalanced_train_hdf5, sample_rate, clip_length, n_classes, gain_augment,
+    roll, roll_max_shift, wavmix, mixup_alpha, wavmix_rate, strict_decoding, corrupt_log,
 ) -> Dataset:
-    """The balanced training set (about 20k clips) with the configured augmentations."""
-    return build_training_set(
-        [balanced_train_hdf5], sample_rate=sample_rate, clip_length=clip_length, n_classes=n_classes,
-        gain_augment=gain_augment, roll=roll, roll_max_shift=roll_max_shift, wavmix=wavmix,
-        mixup_alpha=mixup_alpha, wavmix_rate=wavmix_rate, strict_decoding=strict_decoding,
-        corrupt_log=corrupt_log,
-    )
+    """The training set with the configured augmentations.
 
-
-@dataset.capture
-def get_full_training_set(
-    balanced_train_hdf5, unbalanced_train_hdf5, sample_rate, clip_length, n_classes, gain_augment, roll,
-    roll_max_shift, wavmix, mixup_alpha, wavmix_rate, strict_decoding, corrupt_log,
-) -> Dataset:
-    """Balanced + unbalanced training sets (about 2M clips, in that order) with the configured augmentations."""
+    Balanced + unbalanced (about 2M clips, in that order) when ``use_full_set`` (the default),
+    else the balanced set alone (about 20k clips); the same files as :func:`get_ft_weighted_sampler`.
+    """
     return build_training_set(
-        [balanced_train_hdf5, unbalanced_train_hdf5], sample_rate=sample_rate, clip_length=clip_length,
-        n_classes=n_classes, gain_augment=gain_augment, roll=roll, roll_max_shift=roll_max_shift,
-        wavmix=wavmix, mixup_alpha=mixup_alpha, wavmix_rate=wavmix_rate,
+        _training_files(use_full_set, balanced_train_hdf5, unbalanced_train_hdf5), sample_rate=sample_rate,
+        clip_length=clip_length, n_classes=n_classes, gain_augment=gain_augment, roll=roll,
+        roll_max_shift=roll_max_shift, wavmix=wavmix, mixup_alpha=mixup_alpha, wavmix_rate=wavmix_rate,
         strict_decoding=strict_decoding, corrupt_log=corrupt_log,
     )
 
 
-@dataset.capture
-def get_training_set(use_full_set: bool) -> Dataset:
-    """The full training set when ``use_full_set`` (the default), else the balanced one."""
-    return get_full_training_set() if use_full_set else get_base_training_set()
+def get_base_training_set(**overrides: Any) -> Dataset:
+    """The balanced training set alone, whatever ``use_full_set`` says (``overrides`` as for a captured function)."""
+    return get_training_set(use_full_set=False, **overrides)
 
 
 @dataset.capture

@@ -7,15 +7,13 @@ mp3, flac 16 kHz, the ``Y<ytid>`` naming) to exercise decoding and resampling.
 
 from __future__ import annotations
 
-import io
 import wave as wavelib
 from pathlib import Path
 
-import av
 import numpy as np
 
 from audioset.prepare_scripts.create_h5pymp3_dataset import create_hdf5
-from helpers.audio_io import encode_mp3
+from helpers.audio_io import encode_audio
 
 N_CLASSES = 527
 # Only these classes occur in the synthetic data; class k is a tone at TONE_HZ[k].
@@ -34,28 +32,15 @@ def _write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
         fh.writeframes((frames * 32767).astype("<i2").tobytes())
 
 
-def _write_flac(path: Path, wave: np.ndarray, sample_rate: int) -> None:
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="flac") as container:
-        stream = container.add_stream("flac", rate=sample_rate, layout="mono")
-        samples = (np.clip(wave, -1, 1) * 32767).astype(np.int16)[None, :]
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        frame.sample_rate = sample_rate
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            container.mux(packet)
-    path.write_bytes(buf.getvalue())
-
-
 def write_audio_file(path: Path, wave: np.ndarray, sample_rate: int) -> Path:
     """Write ``wave`` in the format named by the extension of ``path`` (.wav, .mp3 or .flac)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".wav":
         _write_wav(path, wave, sample_rate)
-    elif suffix == ".mp3":
-        path.write_bytes(encode_mp3(wave if wave.ndim == 1 else wave.mean(axis=1), sample_rate))
-    elif suffix == ".flac":
-        _write_flac(path, wave if wave.ndim == 1 else wave.mean(axis=1), sample_rate)
+    elif suffix in (".mp3", ".flac"):
+        mono = wave if wave.ndim == 1 else wave.mean(axis=1)
+        path.write_bytes(encode_audio(mono, sample_rate, format=suffix[1:]))
     else:
         raise ValueError(f"write_audio_file: unsupported extension {suffix!r}")
     return path

@@ -5,7 +5,7 @@ Public API:
 * :func:`decode_audio` -- bytes of any FFmpeg-readable file -> float32 mono waveform at a target rate.
 * :func:`load_audio` -- the same for a path on disk.
 * :func:`pad_or_truncate` -- fixed-length clips.
-* :func:`encode_mp3` -- float waveform -> mp3 bytes (libmp3lame through PyAV).
+* :func:`encode_audio` -- float waveform -> mp3 or flac bytes (through PyAV); :func:`encode_mp3` for mp3.
 
 Why the decoder is faster than the classic "``frame.to_ndarray()`` per frame, then
 ``np.concatenate``" loop: an mp3 clip of 10 s has ~280 frames, and making a NumPy array of each
@@ -20,11 +20,12 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
 
-__all__ = ["AudioDecodeError", "decode_audio", "load_audio", "pad_or_truncate", "encode_mp3"]
+__all__ = ["AudioDecodeError", "decode_audio", "load_audio", "pad_or_truncate", "encode_audio", "encode_mp3"]
 
 DEFAULT_SAMPLE_RATE = 32000
 
@@ -129,27 +130,44 @@ def pad_or_truncate(wave: np.ndarray, length: int) -> np.ndarray:
     return np.pad(wave, pad)
 
 
-def encode_mp3(wave: np.ndarray, sample_rate: int = DEFAULT_SAMPLE_RATE, bit_rate: int | None = None) -> bytes:
-    """Encode a mono waveform to mp3 bytes with libmp3lame (through PyAV).
+# Container format -> (encoder, sample format fed to it).
+_ENCODERS = {"mp3": ("libmp3lame", "fltp"), "flac": ("flac", "s16")}
+
+
+def encode_audio(
+    wave: np.ndarray,
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
+    format: Literal["mp3", "flac"] = "mp3",
+    bit_rate: int | None = None,
+) -> bytes:
+    """Encode a mono waveform as a complete mp3 (libmp3lame) or flac (16 bit) file, through PyAV.
 
     Args:
         wave: 1-D float waveform (values in [-1, 1]); a [1, n] array is accepted too.
-        sample_rate: the sample rate of ``wave`` and of the mp3 (mp3 supports 8k-48k rates).
-        bit_rate: bits per second; None keeps FFmpeg's default for libmp3lame.
+        sample_rate: the sample rate of ``wave`` and of the file (mp3 supports 8k-48k rates).
+        format: ``"mp3"`` or ``"flac"``; flac stores ``wave`` clipped to [-1, 1] as 16-bit samples.
+        bit_rate: bits per second; None keeps FFmpeg's default for the encoder.
 
     Returns:
-        The bytes of a complete mp3 file. FFmpeg writes a LAME/Xing header with the encoder
-        delay, so :func:`decode_audio` returns the samples aligned with ``wave``.
+        The bytes of the file. For mp3, FFmpeg writes a LAME/Xing header with the encoder delay,
+        so :func:`decode_audio` returns the samples aligned with ``wave``.
     """
-    wave = np.ascontiguousarray(np.asarray(wave, dtype=np.float32).reshape(1, -1))
+    if format not in _ENCODERS:
+        raise ValueError(f"encode_audio: unsupported format {format!r}, expected one of {sorted(_ENCODERS)}")
+    codec, sample_format = _ENCODERS[format]
+    wave = np.asarray(wave).reshape(1, -1)
     if wave.shape[1] == 0:
         raise ValueError("cannot encode an empty waveform")
+    if sample_format == "s16":
+        samples = (np.clip(wave, -1, 1) * 32767).astype(np.int16)
+    else:
+        samples = np.ascontiguousarray(wave, dtype=np.float32)
     buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp3") as container:
-        stream = container.add_stream("libmp3lame", rate=sample_rate, layout="mono")
+    with av.open(buf, mode="w", format=format) as container:
+        stream = container.add_stream(codec, rate=sample_rate, layout="mono")
         if bit_rate is not None:
             stream.bit_rate = bit_rate
-        frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples, format=sample_format, layout="mono")
         frame.sample_rate = sample_rate
         # PyAV re-frames and converts the samples to the encoder's frame size and format.
         for packet in stream.encode(frame):
@@ -157,3 +175,8 @@ def encode_mp3(wave: np.ndarray, sample_rate: int = DEFAULT_SAMPLE_RATE, bit_rat
         for packet in stream.encode(None):
             container.mux(packet)
     return buf.getvalue()
+
+
+def encode_mp3(wave: np.ndarray, sample_rate: int = DEFAULT_SAMPLE_RATE, bit_rate: int | None = None) -> bytes:
+    """Encode a mono waveform to mp3 bytes with libmp3lame: :func:`encode_audio` with ``format="mp3"``."""
+    return encode_audio(wave, sample_rate, "mp3", bit_rate)

@@ -45,6 +45,7 @@ __all__ = [
     "read_targets",
     "decode_name",
     "missing_file_error",
+    "require_hdf5",
 ]
 
 DEFAULT_PREPARE_HINT = "python -m audioset.prepare_scripts.create_h5pymp3_dataset --help"
@@ -71,6 +72,14 @@ def missing_file_error(path: str | os.PathLike, prepare_hint: str | None) -> Fil
         f"Create it with:\n    {hint}\n"
         "or point the config at the right file (e.g. `with basedataset.base_dir=/path/to/audioset_hdf5s/`)."
     )
+
+
+def require_hdf5(path: str | os.PathLike, prepare_hint: str | None) -> str:
+    """``path`` as ``str`` if the file exists, else :func:`missing_file_error` naming ``prepare_hint``."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise missing_file_error(path, prepare_hint)
+    return path
 
 
 def check_hdf5_layout(hf: h5py.File, path: str, n_classes: int) -> int:
@@ -108,9 +117,9 @@ def check_hdf5_layout(hf: h5py.File, path: str, n_classes: int) -> int:
     return n
 
 
-def read_targets(hf: h5py.File, n_classes: int, rows: slice | int | np.ndarray = slice(None)) -> np.ndarray:
-    """Read targets as packed ``uint8 [.., ceil(n_classes/8)]`` whichever layout the file uses."""
-    target = hf["target"][rows]
+def read_targets(hf: h5py.File, n_classes: int) -> np.ndarray:
+    """Read all targets as packed ``uint8 [clips, ceil(n_classes/8)]`` whichever layout the file uses."""
+    target = hf["target"][()]
     if target.dtype == np.bool_:
         return np.packbits(target, axis=-1)
     return target
@@ -144,9 +153,7 @@ class Hdf5AudioDataset(Dataset):
         decoder: Decoder | None = None,
         max_skips: int = 100,
     ) -> None:
-        self.hdf5_path = os.fspath(hdf5_path)
-        if not os.path.isfile(self.hdf5_path):
-            raise missing_file_error(self.hdf5_path, prepare_hint)
+        self.hdf5_path = require_hdf5(hdf5_path, prepare_hint)
         self.clip_length = int(clip_length)
         self.sample_rate = int(sample_rate)
         self.n_classes = int(n_classes)
@@ -157,7 +164,6 @@ class Hdf5AudioDataset(Dataset):
         # Validate now, so a wrong n_classes fails before training starts; do not keep the handle.
         with h5py.File(self.hdf5_path, "r") as hf:
             self._length = check_hdf5_layout(hf, self.hdf5_path, self.n_classes)
-        self.num_corrupt = 0
         self.corrupt_entries: list[tuple[int, str, str]] = []
         self._hf: h5py.File | None = None
         self._pid: int | None = None
@@ -165,6 +171,11 @@ class Hdf5AudioDataset(Dataset):
 
     def __len__(self) -> int:
         return self._length
+
+    @property
+    def num_corrupt(self) -> int:
+        """Corrupt clips skipped so far in this process."""
+        return len(self.corrupt_entries)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -181,63 +192,58 @@ class Hdf5AudioDataset(Dataset):
             except Exception:  # interpreter shutdown: h5py may already be gone
                 pass
 
-    def _ensure_open(self) -> None:
-        """Open the file in this process if needed (first use, or first use after a fork)."""
+    def _open_columns(self) -> tuple[h5py.Dataset, h5py.Dataset, h5py.Dataset]:
+        """``(mp3, audio_name, target)`` of this process' handle, opening the file if needed.
+
+        The file is (re)opened on first use and on first use after a fork; the datasets are
+        looked up once, since that costs more than reading a small item.
+        """
         if self._hf is None or self._pid != os.getpid():
             self._hf = h5py.File(self.hdf5_path, "r")
             self._pid = os.getpid()
-            # Looking datasets up by name costs more than reading a small item; do it once.
             self._columns = (self._hf["mp3"], self._hf["audio_name"], self._hf["target"])
+        return self._columns
 
-    @property
-    def file(self) -> h5py.File:
-        """The h5py handle of this process, opened on first use."""
-        self._ensure_open()
-        return self._hf
-
-    def _column(self, which: int) -> h5py.Dataset:
-        """0: mp3, 1: audio_name, 2: target -- of this process' handle."""
-        self._ensure_open()
-        return self._columns[which]
-
-    def name(self, index: int) -> str:
-        """The ``audio_name`` of clip ``index``."""
-        return decode_name(self._column(1)[index])
-
-    def target(self, index: int) -> np.ndarray:
-        """The float32 multi-hot target of clip ``index``."""
-        packed = self._column(2)[index]
+    def _unpack_target(self, packed: np.ndarray) -> np.ndarray:
+        """A stored target row (packed uint8 or bool) as float32 multi-hot ``[n_classes]``."""
         if packed.dtype == np.bool_:
             return packed.astype(np.float32)
         return np.unpackbits(packed, count=self.n_classes).astype(np.float32)
+
+    def name(self, index: int) -> str:
+        """The ``audio_name`` of clip ``index``."""
+        return decode_name(self._open_columns()[1][index])
+
+    def target(self, index: int) -> np.ndarray:
+        """The float32 multi-hot target of clip ``index``."""
+        return self._unpack_target(self._open_columns()[2][index])
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, str, np.ndarray]:
         if index < 0:
             index += self._length
         if not 0 <= index < self._length:
             raise IndexError(f"index {index} out of range for {self._length} clips in {self.hdf5_path}")
+        mp3, names, targets = self._open_columns()
         for attempt in range(self.max_skips + 1):
             current = (index + attempt) % self._length
             try:
-                wave = self.decoder(self._column(0)[current].tobytes(), self.sample_rate)
+                wave = self.decoder(mp3[current].tobytes(), self.sample_rate)
             except AudioDecodeError as err:
-                self._report_corrupt(current, err)
+                self._report_corrupt(current, decode_name(names[current]), err)
                 continue
             wave = pad_or_truncate(wave, self.clip_length).reshape(1, -1)
-            return wave, self.name(current), self.target(current)
+            return wave, decode_name(names[current]), self._unpack_target(targets[current])
         raise CorruptClipError(
             f"{self.hdf5_path}: {self.max_skips + 1} corrupt clips in a row from index {index}; "
             "the file looks damaged, recreate it with audioset/prepare_scripts/create_h5pymp3_dataset.py"
         )
 
-    def _report_corrupt(self, index: int, err: Exception) -> None:
-        """Warn/count/log a corrupt clip, or raise in strict mode."""
-        name = self.name(index)
+    def _report_corrupt(self, index: int, name: str, err: Exception) -> None:
+        """Warn/count/log the corrupt clip ``index`` named ``name``, or raise in strict mode."""
         message = f"corrupt audio clip {name!r} (index {index}) in {self.hdf5_path}: {err}"
         if self.strict_decoding:
             raise CorruptClipError(message + " (strict_decoding=True; set it to False to skip such clips)") from err
         warnings.warn(message + "; skipped, using the next clip instead", RuntimeWarning, stacklevel=3)
-        self.num_corrupt += 1
         self.corrupt_entries.append((index, name, str(err)))
         if self.corrupt_log is not None:
             line = f"{index}\t{name}\t{str(err).replace(chr(9), ' ').replace(chr(10), ' ')}\n"

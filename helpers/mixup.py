@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 
 
-def draw_mixup(batch_size: int, alpha: float, device: torch.device | str | None = None,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_mixup(batch_size: int, alpha: float, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(perm [B] long, lam [B] float32)`` for one batch.
 
     Drawn on the CPU from torch's (seeded) generator and then moved, so results do not depend on
@@ -19,14 +18,9 @@ def draw_mixup(batch_size: int, alpha: float, device: torch.device | str | None 
     """
     if alpha <= 0:
         raise ValueError(f"mixup_alpha must be > 0, got {alpha} (use `with nomixup` to switch mixup off)")
-    perm = torch.randperm(batch_size, generator=generator)
+    perm = torch.randperm(batch_size)
     beta = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha)))
-    if generator is None:
-        lam = beta.sample((batch_size,))
-    else:  # Distribution.sample has no generator argument: go through Gamma draws ourselves
-        a = torch._standard_gamma(torch.full((batch_size,), float(alpha)), generator=generator)
-        b = torch._standard_gamma(torch.full((batch_size,), float(alpha)), generator=generator)
-        lam = a / (a + b)
+    lam = beta.sample((batch_size,))
     lam = torch.maximum(lam, 1.0 - lam).float()
     return perm.to(device), lam.to(device)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler, WeightedRandomSampler
 
-from helpers.hdf5_dataset import check_hdf5_layout, missing_file_error, read_targets
+from helpers.hdf5_dataset import check_hdf5_layout, read_targets, require_hdf5
 
 __all__ = [
     "label_frequencies",
@@ -94,18 +94,21 @@ def weights_from_packed_targets(packed: np.ndarray, n_classes: int, offset: floa
 
 
 def sample_weights_from_hdf5(
-    paths: Sequence[str | os.PathLike], n_classes: int = 527, offset: float = 100.0
+    paths: Sequence[str | os.PathLike],
+    n_classes: int = 527,
+    offset: float = 100.0,
+    prepare_hint: Callable[[str], str] | None = None,
 ) -> np.ndarray:
     """Sampling weights over the clips of several HDF5 files, in file order.
 
     The label frequencies are counted over all files together, i.e. over the whole training
     set (balanced + unbalanced AudioSet), matching a ConcatDataset of the same files.
+    All files are checked to exist before any is read; ``prepare_hint(path)`` gives the command
+    that creates a missing one (None: a generic hint).
     """
+    paths = [require_hdf5(path, prepare_hint(os.fspath(path)) if prepare_hint else None) for path in paths]
     parts = []
     for path in paths:
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise missing_file_error(path, None)
         with h5py.File(path, "r") as hf:
             check_hdf5_layout(hf, path, n_classes)
             parts.append(read_targets(hf, n_classes))

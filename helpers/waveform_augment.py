@@ -110,13 +110,14 @@ class MixupDataset(_Wrapper):
             raise ValueError(f"mixup rate must be in [0, 1], got {rate}")
         self.alpha = float(alpha)
         self.rate = float(rate)
+        self._beta = torch.distributions.Beta(self.alpha, self.alpha)
 
     def __getitem__(self, index: int) -> Item:
         wave1, name1, target1 = self.dataset[index]
         if torch.rand(()).item() >= self.rate:
             return wave1, name1, target1
         wave2, _, target2 = self.dataset[int(torch.randint(len(self.dataset), ()).item())]
-        lam = float(torch.distributions.Beta(self.alpha, self.alpha).sample())
+        lam = float(self._beta.sample())
         lam = max(lam, 1.0 - lam)
         wave = (lam * wave1 + (1.0 - lam) * wave2).astype(np.float32, copy=False)
         target = (lam * target1 + (1.0 - lam) * target2).astype(np.float32, copy=False)

@@ -1,4 +1,4 @@
-"""Tests of helpers/audio_io.py: decoding, resampling, mp3 encoding, padding."""
+"""Tests of helpers/audio_io.py: decoding, resampling, mp3/flac encoding, padding."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import av
 import numpy as np
 import pytest
 
-from helpers.audio_io import AudioDecodeError, decode_audio, encode_mp3, load_audio, pad_or_truncate
+from helpers.audio_io import (
+    AudioDecodeError,
+    decode_audio,
+    encode_audio,
+    encode_mp3,
+    load_audio,
+    pad_or_truncate,
+)
 
 
 def tone(freq: float, seconds: float, sample_rate: int, amplitude: float = 0.5) -> np.ndarray:
@@ -97,6 +104,15 @@ def test_encode_mp3_rejects_empty_and_accepts_row_vectors():
 def test_encode_mp3_bit_rate_changes_size():
     wave = np.random.default_rng(1).uniform(-0.5, 0.5, 64000).astype(np.float32)
     assert len(encode_mp3(wave, 32000, bit_rate=32000)) < len(encode_mp3(wave, 32000, bit_rate=128000))
+
+
+def test_encode_audio_flac_is_lossless_at_16_bit():
+    wave = tone(700.0, 0.25, 16000)
+    decoded = decode_audio(encode_audio(wave, 16000, format="flac"), 16000)
+    assert decoded.shape == wave.shape
+    np.testing.assert_allclose(decoded, wave, atol=2 / 32767)
+    with pytest.raises(ValueError, match="unsupported format"):
+        encode_audio(wave, 16000, format="ogg")
 
 
 def test_pad_or_truncate():

@@ -61,6 +61,14 @@ def test_weights_from_hdf5_count_frequencies_over_all_files(mini_audioset):
         sample_weights_from_hdf5(paths, n_classes=100)
 
 
+def test_weights_from_hdf5_name_the_command_creating_a_missing_file(mini_audioset, tmp_path):
+    missing = tmp_path / "unbalanced.hdf"
+    with pytest.raises(FileNotFoundError, match="make-it --out .*unbalanced.hdf"):
+        sample_weights_from_hdf5(
+            [mini_audioset["balanced_train_hdf5"], missing], prepare_hint=lambda path: f"make-it --out {path}"
+        )
+
+
 def test_weighted_sampler_draws_proportionally_and_never_zero_weight():
     weights = np.array([1.0, 0.0, 3.0, 6.0])
     sampler = make_weighted_sampler(weights, epoch_len=20000, replacement=True)

@@ -160,9 +160,8 @@ def create_hdf5(
         "cut_segments": cut_segments,
     }
     partial = PartialRun(out.with_name(out.name + ".partial"), manifest)
-    done, _ = partial.processed_rows()
     # Failed segments are retried: cheap, and their audio may have been added since.
-    pending = [row for row in range(len(segments)) if row not in done]
+    pending = [row for row in range(len(segments)) if row not in partial.done]
 
     if pending:
         files = index_audio_files(audio_dir)

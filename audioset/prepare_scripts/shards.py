@@ -2,8 +2,9 @@
 
 Each shard (``shard_00000.h5``) holds a batch of processed segments -- the encoded clips and the
 segments that failed -- and is written to a temporary name, then renamed, so a shard is either
-complete or absent whatever happens to the process. A rerun reads the shards to know which
-segments are done (failed segments are tried again: the audio may have been added meanwhile).
+complete or absent whatever happens to the process. A rerun reads the shards once, when it
+opens the folder, to know which segments are done (failed segments are tried again: the audio
+may have been added meanwhile); from then on :class:`PartialRun` keeps that state in memory.
 When all segments are processed, :func:`assemble` writes the final file
 (``<out>.tmp``, renamed to ``<out>`` at the very end) with the clips in segment-CSV order.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +59,9 @@ class PartialRun:
         folder: the folder (created if missing).
         manifest: the settings of the run; a rerun with different settings is refused, since
             mixing clips made with different settings would give an inconsistent file.
+
+    Attributes:
+        done: rows encoded so far (in the shards on disk); read-only for callers.
     """
 
     def __init__(self, folder: str | os.PathLike, manifest: dict) -> None:
@@ -75,28 +80,32 @@ class PartialRun:
                 )
         else:
             manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        self._shards: list[Path] = sorted(self.folder.glob("shard_*.h5"))  # in writing order
+        self._next_number = int(self._shards[-1].stem.split("_")[1]) + 1 if self._shards else 0
+        self.done: set[int] = set()
+        self._failed: dict[int, str] = {}  # every row that ever failed -> its latest reason
+        for path in self._shards:
+            with h5py.File(path, "r") as hf:
+                self._record(hf["row"][()].tolist(), hf["failed_row"][()].tolist(), hf["failed_reason"].asstr()[()])
+
+    def _record(self, rows: Sequence[int], failed_rows: Sequence[int], failed_reasons: Sequence[str]) -> None:
+        """Add one shard's content to the in-memory state (later shards override reasons)."""
+        self.done.update(rows)
+        self._failed.update(zip(failed_rows, failed_reasons, strict=True))
 
     def shard_paths(self) -> list[Path]:
         """Finished shards, in the order they were written."""
-        return sorted(self.folder.glob("shard_*.h5"))
+        return list(self._shards)
 
     def processed_rows(self) -> tuple[set[int], set[int]]:
-        """Rows already encoded and rows already failed, over all finished shards."""
-        done: set[int] = set()
-        failed: set[int] = set()
-        for path in self.shard_paths():
-            with h5py.File(path, "r") as hf:
-                done.update(hf["row"][()].tolist())
-                failed.update(hf["failed_row"][()].tolist())
-        return done, failed
+        """Rows already encoded and rows already failed (copies), over all finished shards."""
+        return set(self.done), set(self._failed)
 
     def write_shard(self, buffer: ShardBuffer) -> None:
         """Persist ``buffer`` atomically as the next shard (nothing happens for an empty buffer)."""
         if not len(buffer):
             return
-        existing = self.shard_paths()
-        number = int(existing[-1].stem.split("_")[1]) + 1 if existing else 0
-        final = self.folder / f"shard_{number:05d}.h5"
+        final = self.folder / f"shard_{self._next_number:05d}.h5"
         tmp = final.with_name(final.name + ".tmp")
         with h5py.File(tmp, "w") as hf:
             hf.create_dataset("row", data=np.asarray(buffer.rows, dtype=np.int64))
@@ -106,16 +115,13 @@ class PartialRun:
             hf.create_dataset("failed_row", data=np.asarray(buffer.failed_rows, dtype=np.int64))
             hf.create_dataset("failed_reason", data=buffer.failed_reasons, dtype=_VLEN_STR)
         os.replace(tmp, final)
+        self._shards.append(final)
+        self._next_number += 1
+        self._record(buffer.rows, buffer.failed_rows, buffer.failed_reasons)
 
     def failures(self) -> dict[int, str]:
         """``row -> reason`` for every segment that failed and did not succeed on a later try."""
-        out: dict[int, str] = {}
-        for path in self.shard_paths():  # in writing order: the latest reason wins
-            with h5py.File(path, "r") as hf:
-                reasons = hf["failed_reason"].asstr()[()]
-                out.update(zip(hf["failed_row"][()].tolist(), reasons, strict=True))
-        done, _ = self.processed_rows()
-        return {row: reason for row, reason in out.items() if row not in done}
+        return {row: reason for row, reason in self._failed.items() if row not in self.done}
 
 
 def assemble(
@@ -137,8 +143,7 @@ def assemble(
     """
     out = Path(out)
     shards = partial.shard_paths()
-    done, _ = partial.processed_rows()
-    order = np.asarray(sorted(done), dtype=np.int64)  # rows in CSV order = positions in the file
+    order = np.asarray(sorted(partial.done), dtype=np.int64)  # rows in CSV order = positions in the file
     tmp = out.with_name(out.name + ".tmp")
     name_len = max([20] + [len(n.encode("utf-8")) for n in names])  # original layout: 'S20'
     with h5py.File(tmp, "w") as hf:
