@@ -54,6 +54,25 @@ def read_file(path):
     return names, targets, mp3s, attrs, dtypes
 
 
+def _interrupt_encoding_after(n: int, monkeypatch, check=lambda: True) -> list:
+    """Make the prepare script's encoder raise KeyboardInterrupt (Ctrl-C) after ``n`` clips.
+
+    ``check()`` must hold at every encoder call; returns the list that counts the encoded clips.
+    """
+    real_encode = prepare.encode_mp3
+    calls = []
+
+    def interrupting(*args, **kwargs):
+        assert check()
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(prepare, "encode_mp3", interrupting)
+    return calls
+
+
 def test_read_segments_parses_the_official_format(tmp_path):
     path = tmp_path / "s.csv"
     path.write_text(
@@ -143,16 +162,7 @@ def test_interrupted_run_resumes_and_gives_the_same_file(corpus, tmp_path, monke
 
     out = tmp_path / "resumed.hdf"
     real_encode = prepare.encode_mp3
-    calls = []
-
-    def interrupting(*args, **kwargs):
-        assert not out.exists()  # the output never exists half-done
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return real_encode(*args, **kwargs)
-
-    monkeypatch.setattr(prepare, "encode_mp3", interrupting)
+    calls = _interrupt_encoding_after(5, monkeypatch, check=lambda: not out.exists())  # never half-done
     with pytest.raises(KeyboardInterrupt):
         prepare.create_hdf5(csv_path, audio_dir, out, labels_csv, shard_size=2, progress=False)
     assert not out.exists()
@@ -175,16 +185,7 @@ def test_resume_retries_segments_whose_audio_was_missing(corpus, tmp_path, monke
     (late,) = list(audio_dir.glob(f"*{rows[1][0]}*"))
     parked = late.rename(tmp_path / late.name)  # not downloaded yet
     out = tmp_path / "late.hdf"
-    real_encode = prepare.encode_mp3
-    calls = []
-
-    def interrupting(*args, **kwargs):
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return real_encode(*args, **kwargs)
-
-    monkeypatch.setattr(prepare, "encode_mp3", interrupting)
+    _interrupt_encoding_after(3, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         prepare.create_hdf5(csv_path, audio_dir, out, labels_csv, shard_size=2, progress=False)
     monkeypatch.undo()
