@@ -9,7 +9,7 @@ Examples::
     python ex_audioset.py evaluate_only with ensemble_s10
     python ex_audioset.py with ckpt_path=outputs/audioset/<run>/checkpoints/last.ckpt   # resume
 
-See docs/training.md for the config tree, DDP/SLURM and resuming.
+See README.md ("Training on AudioSet") for the config tree, DDP/SLURM and resuming.
 """
 
 # Sacred config scopes are functions whose local variables are the config.
