@@ -1,4 +1,4 @@
-# Two commands a researcher needs: `make test` and `make demo`.
+# Two commands a researcher needs: `make test` and `make demo` (`make lint` keeps the tree clean).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python

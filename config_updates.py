@@ -1,8 +1,13 @@
 """Named configs shared by every experiment (``python ex_audioset.py print_named_configs`` lists them).
 
-Use them after ``with``: ``python ex_audioset.py evaluate_only with passt_s_ap476``. Each named
-config only changes a few keys of the config tree of :mod:`helpers.experiment`; the first line of
-its docstring is what ``print_named_configs`` shows.
+Use them after ``with``: ``python ex_audioset.py evaluate_only with passt_s_ap476``. Each changes
+a few keys of the config tree (described by ``print_config``).
+
+* one per released architecture, named after it (``passt_s_swa_p16_s16_128_ap473``, ...) and
+  made from the registry :data:`models.passt.ARCHS` (strides, clip length, STFT hop), plus the
+  original framework's short names for some of them (:data:`SHORT_NAMES`);
+* the original's ensembles, whose members' strides also come from the registry;
+* training switches (``nomixup``, ``mini_train``, ``tiny_model``, ``dynamic_roll``, ...).
 """
 
 # Sacred named configs are functions whose local variables are the config updates.
@@ -10,32 +15,70 @@ its docstring is what ``print_named_configs`` shows.
 from __future__ import annotations
 
 from sacred import Experiment
+from sacred.config.config_dict import ConfigDict
 
-#: (arch, fstride, tstride) of the released AudioSet models, by their named config
-RELEASED = {
-    "passt_s_ap476": ("passt_s_swa_p16_128_ap476", 10, 10),
-    "passt_s_ap4763": ("passt_s_swa_p16_128_ap4761", 10, 10),
-    "passt_s_ap472": ("passt_s_p16_128_ap472", 10, 10),
-    "passt_s_p16_s16_128_ap468": ("passt_s_p16_s16_128_ap468", 16, 16),
-    "passt_s_swa_p16_s16_128_ap473": ("passt_s_swa_p16_s16_128_ap473", 16, 16),
-    "passt_s_swa_p16_s14_128_ap471": ("passt_s_swa_p16_s14_128_ap471", 14, 14),
-    "passt_s_p16_s14_128_ap469": ("passt_s_p16_s14_128_ap469", 14, 14),
-    "passt_s_swa_p16_s12_128_ap473": ("passt_s_swa_p16_s12_128_ap473", 12, 12),
-    "passt_s_p16_s12_128_ap470": ("passt_s_p16_s12_128_ap470", 12, 12),
+from models.passt import ARCHS, ArchConfig
+
+#: the original framework's named configs for released models: name -> (arch, extra config updates)
+SHORT_NAMES: dict[str, tuple[str, dict]] = {
+    "passt_s_ap476": ("passt_s_swa_p16_128_ap476", {}),
+    "passt_s_ap4763": ("passt_s_swa_p16_128_ap4761", {}),  # the original named the ap.4761 release "ap4763"
+    "passt_s_ap472": ("passt_s_p16_128_ap472", {}),
+    "passt_s_20sec": ("passt_s_f128_20sec_p16_s10_ap474", {"basedataset": {"clip_length": 20}}),
+    "passt_s_30sec": ("passt_s_f128_30sec_p16_s10_ap473", {"basedataset": {"clip_length": 30}}),
+}
+
+#: the original's ensembles of released AudioSet models, with the mAP they reach
+ENSEMBLES: dict[str, tuple[str, list[str]]] = {
+    "ensemble_s10": (".4864", ["passt_s_swa_p16_128_ap476", "passt_s_swa_p16_128_ap4761", "passt_s_p16_128_ap472"]),
+    "ensemble_many": (".4956", [
+        "passt_s_swa_p16_128_ap476", "passt_s_swa_p16_128_ap4761", "passt_s_p16_128_ap472",
+        "passt_s_p16_s12_128_ap470", "passt_s_swa_p16_s12_128_ap473", "passt_s_p16_s14_128_ap469",
+        "passt_s_swa_p16_s14_128_ap471", "passt_s_swa_p16_s16_128_ap473", "passt_s_p16_s16_128_ap468"]),
+    "ensemble_4": (".4926", ["passt_s_swa_p16_128_ap476", "passt_s_swa_p16_s12_128_ap473",
+                             "passt_s_swa_p16_s14_128_ap471", "passt_s_swa_p16_s16_128_ap473"]),
+    "ensemble_5": (".49459", ["passt_s_swa_p16_128_ap476", "passt_s_swa_p16_128_ap4761",
+                              "passt_s_swa_p16_s12_128_ap473", "passt_s_swa_p16_s14_128_ap471",
+                              "passt_s_swa_p16_s16_128_ap473"]),
+    "ensemble_s16_14": (".48579", ["passt_s_swa_p16_s14_128_ap471", "passt_s_swa_p16_s16_128_ap473"]),
 }
 
 
-def _net(name: str) -> dict:
-    arch, fstride, tstride = RELEASED[name]
-    return {"arch": arch, "fstride": fstride, "tstride": tstride, "pretrained": True}
+def released_model_config(arch: ArchConfig) -> dict:
+    """Config updates that load ``arch``'s released weights with the settings it was trained with."""
+    updates: dict = {"models": {"net": {"arch": arch.name, "fstride": arch.fstride, "tstride": arch.tstride,
+                                        "input_tdim": arch.input_tdim, "pretrained": True}}}
+    if arch.hopsize != 320:
+        updates["models"]["mel"] = {"hopsize": arch.hopsize}
+    return updates
 
 
-def _members(*names: str) -> list[list]:
-    return [list(RELEASED[n]) for n in names]
+def _add(ex: Experiment, name: str, updates: dict, doc: str) -> None:
+    """Register a named config built from data, with ``doc`` shown by ``print_named_configs``."""
+    config = ConfigDict(updates)
+    config.__doc__ = doc
+    ex.named_configs[name] = config
+
+
+def _merged(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def add_configs(ex: Experiment) -> None:
     """Register every named config on ``ex``."""
+    for arch in ARCHS.values():
+        if not arch.imagenet:
+            _add(ex, arch.name, released_model_config(arch), f"Released weights: {arch.description}.")
+    for name, (arch_name, extra) in SHORT_NAMES.items():
+        arch = ARCHS[arch_name]
+        _add(ex, name, _merged(released_model_config(arch), extra), f"= {arch_name}: {arch.description}.")
+    for name, (map_, members) in ENSEMBLES.items():
+        entries = [[m, ARCHS[m].fstride, ARCHS[m].tstride] for m in members]
+        _add(ex, name, {"models": {"ensemble": entries}},
+             f"Ensemble of {len(members)} released AudioSet models (mAP {map_}): {', '.join(members)}.")
 
     @ex.named_config
     def nomixup():
@@ -73,98 +116,6 @@ def add_configs(ex: Experiment) -> None:
     def passt():
         """Use PaSST-S with the released AudioSet weights (get_model's defaults, stride 10)."""
         models = {"net": {"arch": "passt_s_swa_p16_128_ap476", "fstride": 10, "tstride": 10, "pretrained": True}}
-
-    @ex.named_config
-    def passt_s_20sec():
-        """PaSST-S pretrained on AudioSet with time encodings for 20 s clips (ap=.474)."""
-        models = {"net": {"arch": "passt_s_f128_20sec_p16_s10_ap474", "fstride": 10, "tstride": 10,
-                          "input_tdim": 2000, "pretrained": True}}
-        basedataset = dict(clip_length=20)
-
-    @ex.named_config
-    def passt_s_30sec():
-        """PaSST-S pretrained on AudioSet with time encodings for 30 s clips (ap=.473)."""
-        models = {"net": {"arch": "passt_s_f128_30sec_p16_s10_ap473", "fstride": 10, "tstride": 10,
-                          "input_tdim": 3000, "pretrained": True}}
-        basedataset = dict(clip_length=30)
-
-    @ex.named_config
-    def passt_s_ap476():
-        """PaSST-S pretrained on AudioSet, SWA, stride 10 (mAP .476)."""
-        models = {"net": _net("passt_s_ap476")}
-
-    @ex.named_config
-    def passt_s_ap4763():
-        """PaSST-S pretrained on AudioSet, SWA, stride 10, second run (the released "ap.4761" weights)."""
-        models = {"net": _net("passt_s_ap4763")}
-
-    @ex.named_config
-    def passt_s_ap472():
-        """PaSST-S pretrained on AudioSet, no SWA, stride 10 (mAP .472)."""
-        models = {"net": _net("passt_s_ap472")}
-
-    @ex.named_config
-    def passt_s_p16_s16_128_ap468():
-        """PaSST-S pretrained on AudioSet, no SWA, stride 16 = no patch overlap (mAP .468)."""
-        models = {"net": _net("passt_s_p16_s16_128_ap468")}
-
-    @ex.named_config
-    def passt_s_swa_p16_s16_128_ap473():
-        """PaSST-S pretrained on AudioSet, SWA, stride 16 = no patch overlap (mAP .473)."""
-        models = {"net": _net("passt_s_swa_p16_s16_128_ap473")}
-
-    @ex.named_config
-    def passt_s_swa_p16_s14_128_ap471():
-        """PaSST-S pretrained on AudioSet, SWA, stride 14 (mAP .471)."""
-        models = {"net": _net("passt_s_swa_p16_s14_128_ap471")}
-
-    @ex.named_config
-    def passt_s_p16_s14_128_ap469():
-        """PaSST-S pretrained on AudioSet, no SWA, stride 14 (mAP .469)."""
-        models = {"net": _net("passt_s_p16_s14_128_ap469")}
-
-    @ex.named_config
-    def passt_s_swa_p16_s12_128_ap473():
-        """PaSST-S pretrained on AudioSet, SWA, stride 12 (mAP .473)."""
-        models = {"net": _net("passt_s_swa_p16_s12_128_ap473")}
-
-    @ex.named_config
-    def passt_s_p16_s12_128_ap470():
-        """PaSST-S pretrained on AudioSet, no SWA, stride 12 (mAP .470)."""
-        models = {"net": _net("passt_s_p16_s12_128_ap470")}
-
-    @ex.named_config
-    def ensemble_s10():
-        """Ensemble of the three stride-10 AudioSet models (mAP .4864)."""
-        models = {"ensemble": _members("passt_s_ap476", "passt_s_ap4763", "passt_s_ap472")}
-
-    @ex.named_config
-    def ensemble_many():
-        """Ensemble of all nine AudioSet models with strides 10, 12, 14 and 16 (mAP .4956)."""
-        models = {"ensemble": _members(
-            "passt_s_ap476", "passt_s_ap4763", "passt_s_ap472",
-            "passt_s_p16_s12_128_ap470", "passt_s_swa_p16_s12_128_ap473",
-            "passt_s_p16_s14_128_ap469", "passt_s_swa_p16_s14_128_ap471",
-            "passt_s_swa_p16_s16_128_ap473", "passt_s_p16_s16_128_ap468")}
-
-    @ex.named_config
-    def ensemble_4():
-        """Ensemble of four SWA AudioSet models with strides 10, 12, 14 and 16 (mAP .4926)."""
-        models = {"ensemble": _members(
-            "passt_s_ap476", "passt_s_swa_p16_s12_128_ap473", "passt_s_swa_p16_s14_128_ap471",
-            "passt_s_swa_p16_s16_128_ap473")}
-
-    @ex.named_config
-    def ensemble_5():
-        """Ensemble of five SWA AudioSet models: two of stride 10, one each of 12, 14, 16 (mAP .49459)."""
-        models = {"ensemble": _members(
-            "passt_s_ap476", "passt_s_ap4763", "passt_s_swa_p16_s12_128_ap473",
-            "passt_s_swa_p16_s14_128_ap471", "passt_s_swa_p16_s16_128_ap473")}
-
-    @ex.named_config
-    def ensemble_s16_14():
-        """Ensemble of the SWA AudioSet models with strides 14 and 16 (mAP .48579)."""
-        models = {"ensemble": _members("passt_s_swa_p16_s14_128_ap471", "passt_s_swa_p16_s16_128_ap473")}
 
     @ex.named_config
     def dynamic_roll():

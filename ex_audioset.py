@@ -17,11 +17,12 @@ See README.md ("Training on AudioSet") for the config tree, DDP/SLURM and resumi
 from __future__ import annotations
 
 from audioset.dataset import dataset as basedataset
-from audioset.dataset import get_ft_weighted_sampler, get_test_set, get_training_set
-from audioset.dataset import preload_mp3 as preload_hdf5_files
+from audioset.dataset import get_ft_weighted_sampler, get_test_set, get_training_set, hdf5_files
 from config_updates import add_configs
-from helpers.experiment import ExperimentSpec, build_experiment, run_cli
-from helpers.tasks import MultiLabelTask
+from helpers.data.hdf5_dataset import preload_hdf5
+from helpers.experiment.cli import build_experiment, run_cli
+from helpers.experiment.spec import ExperimentSpec
+from helpers.training.tasks import MultiLabelTask
 
 spec = ExperimentSpec(
     name="audioset",
@@ -44,7 +45,7 @@ def audioset_config():
 @ex.command
 def preload_mp3():
     """Read the AudioSet HDF5 files once, sequentially (warms a network file system's cache)."""
-    total = preload_hdf5_files()
+    total = preload_hdf5(hdf5_files())
     print(f"read {total / 2**30:.2f} GiB")
     return total
 

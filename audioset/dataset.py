@@ -11,22 +11,15 @@ Sacred use (the experiment adds the ingredient and calls the captured functions 
     test_set = get_test_set()                 # eval segments, no augmentation
     # command line: python ex_audioset.py with basedataset.base_dir=/data/audioset_hdf5s/
 
-Config keys of ``basedataset`` (original names kept): ``base_dir``, ``balanced_train_hdf5``,
-``unbalanced_train_hdf5``, ``eval_hdf5`` (paths; the last three default to ``base_dir + "mp3/..."``),
-``sample_rate`` (32000), ``clip_length`` (10, seconds), ``n_classes`` (527), ``gain_augment``
-(7 dB; 0 disables), ``roll`` (False), ``roll_max_shift`` (None: any shift), ``wavmix`` (False),
-``mixup_alpha`` (0.3, the Beta parameter of wavmix), ``wavmix_rate`` (0.5), ``use_full_set``
-(True: balanced + unbalanced, as in the paper; False: balanced only), ``sample_weight_offset``
-(100), ``epoch_len`` (100000), ``sampler_replace`` (True), ``sampler_seed`` (None: from the run's seed),
-``strict_decoding`` (False), ``corrupt_log`` (None or a file that collects corrupt clips from all
-DataLoader workers, see :mod:`helpers.hdf5_dataset`).
+The ``basedataset`` keys (original names kept) are described next to their defaults in
+:func:`default_config`; ``python ex_audioset.py print_config`` shows them.
 
 Captured functions: :func:`get_training_set`, :func:`get_base_training_set` (balanced only,
 whatever ``use_full_set`` says), :func:`get_test_set`, :func:`get_ft_weighted_sampler`,
-:func:`preload_mp3`.
+:func:`hdf5_files`.
 
-Without sacred: :func:`build_training_set`, :func:`build_test_set`, :func:`build_weighted_sampler`,
-:func:`preload_hdf5` take the same settings as keyword arguments.
+Without sacred: :func:`build_training_set`, :func:`build_test_set`, :func:`build_weighted_sampler`
+take the same settings as keyword arguments.
 
 Items are ``(waveform float32 [1, clip_length * sample_rate], audio_name, target float32 [527])``;
 the default collate turns a batch into ``(tensor [B, 1, T], list of names, tensor [B, 527])``.
@@ -41,14 +34,12 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import h5py
 from sacred import Ingredient
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
-from helpers.hdf5_dataset import Hdf5AudioDataset, require_hdf5
-from helpers.sampler import DistributedSamplerWrapper, make_weighted_sampler, sample_weights_from_hdf5
-from helpers.waveform_augment import GainAugmentDataset, MixupDataset, RollDataset, concat_datasets
+from helpers.data.augment import GainAugmentDataset, MixupDataset, RollDataset, concat_datasets
+from helpers.data.hdf5_dataset import Hdf5AudioDataset
+from helpers.data.sampler import DistributedSamplerWrapper, make_weighted_sampler, sample_weights_from_hdf5
 
 __all__ = [
     "dataset",
@@ -57,11 +48,10 @@ __all__ = [
     "get_training_set",
     "get_test_set",
     "get_ft_weighted_sampler",
-    "preload_mp3",
+    "hdf5_files",
     "build_training_set",
     "build_test_set",
     "build_weighted_sampler",
-    "preload_hdf5",
     "prepare_command",
 ]
 
@@ -207,20 +197,6 @@ def build_weighted_sampler(
     return DistributedSamplerWrapper(sampler, num_replicas=num_replicas, rank=rank, seed=seed)
 
 
-def preload_hdf5(hdf5_paths: Sequence[str | os.PathLike], chunk: int = 1024) -> int:
-    """Read every mp3 of the files sequentially (warms the OS page cache); returns the bytes read."""
-    total = 0
-    for path in hdf5_paths:
-        with h5py.File(require_hdf5(path, prepare_command(path)), "r") as hf:
-            mp3 = hf["mp3"]
-            n = mp3.shape[0]
-            with tqdm(total=n, desc=f"preload {os.path.basename(os.fspath(path))}", unit="clip") as bar:
-                for start in range(0, n, chunk):
-                    total += sum(a.nbytes for a in mp3[start : start + chunk])
-                    bar.update(min(chunk, n - start))
-    return total
-
-
 def _training_files(use_full_set: bool, balanced_train_hdf5: str, unbalanced_train_hdf5: str) -> list[str]:
     return [balanced_train_hdf5, unbalanced_train_hdf5] if use_full_set else [balanced_train_hdf5]
 
@@ -275,6 +251,6 @@ def get_ft_weighted_sampler(
 
 
 @dataset.capture
-def preload_mp3(use_full_set, balanced_train_hdf5, unbalanced_train_hdf5, eval_hdf5) -> int:
-    """Read the training and eval files once, sequentially, with a progress bar (page-cache warm-up)."""
-    return preload_hdf5(_training_files(use_full_set, balanced_train_hdf5, unbalanced_train_hdf5) + [eval_hdf5])
+def hdf5_files(use_full_set, balanced_train_hdf5, unbalanced_train_hdf5, eval_hdf5) -> list[str]:
+    """The training files (as :func:`get_training_set` uses them) and the evaluation file."""
+    return _training_files(use_full_set, balanced_train_hdf5, unbalanced_train_hdf5) + [eval_hdf5]

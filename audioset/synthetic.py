@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from audioset.prepare_scripts.create_h5pymp3_dataset import create_hdf5
-from helpers.audio_io import encode_audio
+from helpers.data.audio_io import encode_audio
 
 N_CLASSES = 527
 # Only these classes occur in the synthetic data; class k is a tone at TONE_HZ[k].

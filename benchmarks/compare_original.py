@@ -22,8 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.checkpoints import load_state_dict_into  # noqa: E402
-from models.passt import ARCHS, get_model  # noqa: E402
+from models.passt import (  # noqa: E402
+    ARCHS,
+    get_model,
+    load_state_dict_into,  # noqa: E402
+)
 from models.preprocess import AugmentMelSTFT  # noqa: E402
 
 

@@ -2,7 +2,7 @@
 
 Measures, side by side in one run and on the same generated HDF5 file (original layout):
 
-* ``helpers.audio_io.decode_audio`` (this project: frames collected in an ``av.AudioFifo``,
+* ``helpers.data.audio_io.decode_audio`` (this project: frames collected in an ``av.AudioFifo``,
   converted to NumPy once), and
 * an original-style baseline (``av.open(io.BytesIO(...))``, ``frame.to_ndarray()`` per decoded
   frame appended to a list, ``np.concatenate``, resample if the rate differs),
@@ -37,9 +37,9 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from helpers.audio_io import AudioDecodeError, decode_audio, encode_mp3  # noqa: E402
-from helpers.hdf5_dataset import Hdf5AudioDataset  # noqa: E402
-from helpers.waveform_augment import GainAugmentDataset, RollDataset  # noqa: E402
+from helpers.data.audio_io import AudioDecodeError, decode_audio, encode_mp3  # noqa: E402
+from helpers.data.augment import GainAugmentDataset, RollDataset  # noqa: E402
+from helpers.data.hdf5_dataset import Hdf5AudioDataset  # noqa: E402
 
 SAMPLE_RATE = 32000
 N_CLASSES = 527

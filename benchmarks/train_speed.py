@@ -25,7 +25,6 @@ import platform
 import resource
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -34,6 +33,8 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from helpers.training.speed import time_steps  # noqa: E402
 
 SETTINGS = {
     "no patchout": dict(fstride=10, tstride=10),
@@ -59,15 +60,10 @@ def build(impl: str, setting: dict) -> torch.nn.Module:
                              num_heads=12, distilled=True, **kwargs)
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def make_training_optimizer(impl: str, model: torch.nn.Module, same_optimizer: bool) -> torch.optim.Optimizer:
     """Each framework's optimizer: this one's (fused AdamW), the original's default AdamW."""
     if impl == "ours" and not same_optimizer:
-        from helpers.optim import make_optimizer
+        from helpers.training.optim import make_optimizer
 
         return make_optimizer(model.parameters(), lr=1e-5)
     return torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -97,16 +93,10 @@ def measure_training(impl: str, setting_name: str, precision: str, device: str, 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for _ in range(warmup):  # allocations, kernel selection
-            step()
+        time_steps(step, warmup, device)  # allocations, kernel selection
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync(device)
-        elapsed = time.perf_counter() - start
+        elapsed = time_steps(step, steps, device)
     if device == "cuda":
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -126,11 +116,7 @@ def measure_matmul_peak(precision: str, device: str, n: int = 4096, reps: int = 
     b = torch.randn(n, n, device=device, dtype=dtype)
     best = 0.0
     for _ in range(reps):
-        sync(device)
-        start = time.perf_counter()
-        a @ b
-        sync(device)
-        best = max(best, 2 * n**3 / (time.perf_counter() - start))
+        best = max(best, 2 * n**3 / time_steps(lambda: a @ b, 1, device))
     return best
 
 

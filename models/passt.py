@@ -9,22 +9,30 @@ One model file, in the spirit of timm's ``vision_transformer.py``:
   settings it was trained with.
 * :func:`get_model` - the one builder, with the original framework's signature and defaults.
 
-Checkpoint loading (release files, the original framework's Lightning checkpoints, ImageNet
-DeiT weights) lives in :mod:`models.checkpoints`; this file only builds networks.
+* :func:`checkpoint_filter_fn` - this model's own checkpoint filter: ImageNet encodings, input
+  channels, heads for other class counts, encodings for other strides or clip lengths;
+  :func:`load_weights` applies it to any file :mod:`models.checkpoints` reads.
+
+The ensemble of several networks is in :mod:`models.ensemble`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import trunc_normal_
+from timm.models import adapt_input_conv
 from timm.models.vision_transformer import Attention, Block
+
+from models.checkpoints import cached_download, extract_state_dict, load_checked, read_checkpoint
 
 _logger = logging.getLogger(__name__)
 
@@ -38,6 +46,7 @@ class ArchConfig:
 
     ``fstride``/``tstride``/``input_tdim``/``n_classes`` are the settings the checkpoint was
     trained with; :func:`get_model` warns (and adapts the encodings) when they are changed.
+    ``hopsize`` is the STFT hop of the mel front end it was trained on (``AugmentMelSTFT``).
     """
 
     name: str
@@ -51,6 +60,7 @@ class ArchConfig:
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
+    hopsize: int = 320
     imagenet: bool = False  # weights come from an image model (pos_embed on a square grid)
 
     @property
@@ -98,10 +108,12 @@ _ARCH_LIST = [
                "PaSST-S AudioSet with 30 s time encodings (3000 frames), SWA, mAP .473", input_tdim=3000),
     ArchConfig("passt_s_swa_f128_stfthop100_p16_s10_ap473",
                _release("v0.0.3-audioset", "passt-s-f128-stfthop100-p16-s10-ap.473-swa.pt"),
-               "PaSST-S AudioSet on STFT hop 100 (3200 frames per 10 s), SWA, mAP .473", input_tdim=3200),
+               "PaSST-S AudioSet on STFT hop 100 (3200 frames per 10 s), SWA, mAP .473", input_tdim=3200,
+               hopsize=100),
     ArchConfig("passt_s_swa_f128_stfthop160_p16_s10_ap473",
                _release("v0.0.3-audioset", "passt-s-f128-stfthop160-p16-s10-ap.473-swa.pt"),
-               "PaSST-S AudioSet on STFT hop 160 (2000 frames per 10 s), SWA, mAP .473", input_tdim=2000),
+               "PaSST-S AudioSet on STFT hop 160 (2000 frames per 10 s), SWA, mAP .473", input_tdim=2000,
+               hopsize=160),
     ArchConfig("openmic_passt_s_f128_10sec_p16_s10_ap85",
                _release("v0.0.5", "openmic-passt-s-f128-10sec-p16-s10-ap.85.pt"),
                "PaSST-S fine-tuned on OpenMIC-2018 (20 instruments), mAP .85", n_classes=20),
@@ -395,58 +407,10 @@ def get_model(
     )
     model.arch = cfg.name
     if pretrained:
-        from models.checkpoints import load_pretrained  # local import: checkpoints imports this module
-
-        load_pretrained(model, cfg)
+        path = cached_download(cfg.url, f"the weights of {cfg.name}")
+        load_state_dict_into(model, extract_state_dict(read_checkpoint(path, url=cfg.url)), (cfg.fstride, cfg.tstride),
+                    str(path))
     return cut_blocks(model, cut_depth)
-
-
-class PaSSTEnsemble(nn.Module):
-    """Averages the logits of several members (each may have its own strides).
-
-    ``forward`` returns ``(mean logits, concatenated member embeddings)``.
-    """
-
-    def __init__(self, members: Sequence[nn.Module]) -> None:
-        super().__init__()
-        if not members:
-            raise ValueError("an ensemble needs at least one member")
-        self.models = nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, embeddings = zip(*(m(x) for m in self.models), strict=True)
-        return torch.stack(logits).mean(dim=0), torch.cat(embeddings, dim=-1)
-
-
-def get_ensemble_model(arch_list: Sequence, **kwargs) -> PaSSTEnsemble:
-    """Build an ensemble from ``(arch, fstride, tstride)`` triples or dicts of :func:`get_model` args.
-
-    A dict may also hold ``checkpoint``: a local file loaded with
-    :func:`models.checkpoints.load_weights` (then ``pretrained`` defaults to False), and ``swa``.
-    ``kwargs`` are shared by every member (e.g. ``n_classes``, ``input_tdim``).
-    """
-    from models.checkpoints import load_weights
-
-    members = []
-    for entry in arch_list:
-        if isinstance(entry, dict):
-            spec = {**kwargs, **entry}
-        else:
-            arch, fstride, tstride = entry
-            spec = {**kwargs, "arch": arch, "fstride": fstride, "tstride": tstride}
-        checkpoint, swa = spec.pop("checkpoint", None), spec.pop("swa", False)
-        if checkpoint and not (isinstance(entry, dict) and "pretrained" in entry):
-            spec["pretrained"] = False  # the member's own weights replace any shared pretrained=True
-        model = get_model(**spec)
-        if checkpoint:
-            load_weights(model, checkpoint, swa=swa)
-        members.append(model)
-    return PaSSTEnsemble(members)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters of ``model``."""
-    return sum(p.numel() for p in model.parameters())
 
 
 def flops_per_example(model: PaSST, frames: int, training: bool = True) -> float:
@@ -469,7 +433,117 @@ def flops_per_example(model: PaSST, frames: int, training: bool = True) -> float
     return float(conv + len(model.blocks) * per_block + head)
 
 
+# --------------------------------------------------------------------------------- checkpoints
+HEAD_KEYS = ("head.1.weight", "head.1.bias", "head_dist.weight", "head_dist.bias")
+_IMAGENET_HEAD_KEYS = ("head.weight", "head.bias", "head_dist.weight", "head_dist.bias")
+
+
+def _image_pos_embed_to_passt(pos_embed: torch.Tensor, num_tokens: int,
+                              grid: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """An image model's square ``pos_embed`` as PaSST's token/frequency/time encodings.
+
+    The image grid is resized (bicubic) to the patch grid, then averaged over time for the
+    frequency encodings and over frequency for the time encodings.
+    """
+    tokens, image_grid = pos_embed[:, :num_tokens], pos_embed[0, num_tokens:]
+    side = int(math.isqrt(image_grid.shape[0]))
+    image_grid = image_grid.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    resized = F.interpolate(image_grid, size=grid, mode="bicubic", align_corners=False)
+    return {
+        "new_pos_embed": tokens,
+        "freq_new_pos_embed": resized.mean(dim=3, keepdim=True),
+        "time_new_pos_embed": resized.mean(dim=2, keepdim=True),
+    }
+
+
+def _resize_encoding(enc: torch.Tensor, size: int, axis: int) -> torch.Tensor:
+    """Interpolate a ``[1, E, F, 1]`` (axis 2) or ``[1, E, 1, T]`` (axis 3) encoding to ``size``."""
+    target = (size, 1) if axis == 2 else (1, size)
+    return F.interpolate(enc.float(), size=target, mode="bicubic", align_corners=False).to(enc.dtype)
+
+
+def checkpoint_filter_fn(state: dict[str, torch.Tensor], model: PaSST,
+                         trained_stride: tuple[int, int] | None = None, source: str = "checkpoint") -> dict:
+    """Make ``state`` fit ``model``: image encodings, conv channels, heads and encoding grids.
+
+    ``trained_stride`` tells how the checkpoint was trained. When the model uses other strides the
+    encodings are interpolated to the new grid. When only the time length differs (same stride, a
+    model built for other clip lengths) the model adopts the checkpoint's time encodings, so it
+    behaves exactly like the released network; shorter inputs use a slice of them.
+    Each adaptation is announced in one warning.
+    """
+    state = dict(state)
+    model_state = model.state_dict()
+    notes = []
+
+    from_image = "time_new_pos_embed" not in state and "pos_embed" in state
+    if from_image:
+        grid = patch_grid(*model.img_size, *model.stride)
+        state.update(_image_pos_embed_to_passt(state.pop("pos_embed"), model.num_tokens, grid))
+        for key in _IMAGENET_HEAD_KEYS:  # ImageNet classifiers: 1000 classes, other layout
+            state.pop(key, None)
+        _logger.info("Adapted ImageNet positional encodings to the %s patch grid", grid)
+
+    conv = state.get("patch_embed.proj.weight")
+    if conv is not None and conv.dim() == 4 and conv.shape[1] != model.in_chans:
+        state["patch_embed.proj.weight"] = adapt_input_conv(model.in_chans, conv, base_chans=conv.shape[1])
+        if not from_image:  # image weights always need this: not worth a warning
+            notes.append(f"patch embedding adapted from {conv.shape[1]} to {model.in_chans} input channels")
+
+    head_mismatch = [k for k in HEAD_KEYS if k in state and k in model_state
+                     and state[k].shape != model_state[k].shape]
+    if head_mismatch:
+        trained_classes = state[head_mismatch[0]].shape[0]
+        for key in HEAD_KEYS:
+            state.pop(key, None)
+        notes.append(f"the heads were re-initialised for {model.num_classes} classes "
+                     f"(the checkpoint has {trained_classes})")
+
+    freq, time = state.get("freq_new_pos_embed"), state.get("time_new_pos_embed")
+    want_f, want_t = model.freq_new_pos_embed.shape[2], model.time_new_pos_embed.shape[3]
+    # Without a known training stride, a different frequency grid (the mel count is fixed) tells.
+    stride_changed = (tuple(trained_stride) != tuple(model.stride) if trained_stride is not None
+                      else freq is not None and freq.shape[2] != want_f)
+    if freq is not None and freq.shape[2] != want_f:
+        state["freq_new_pos_embed"] = _resize_encoding(freq, want_f, axis=2)
+        notes.append(f"frequency encodings interpolated from {freq.shape[2]} to {want_f} rows")
+    if time is not None and time.shape[3] != want_t:
+        if stride_changed:  # the same clips on another grid: stretch the encodings onto it
+            state["time_new_pos_embed"] = _resize_encoding(time, want_t, axis=3)
+            notes.append(f"time encodings interpolated from {time.shape[3]} to {want_t} columns")
+        else:  # a model built for another clip length: keep the released encodings as they are
+            model.time_new_pos_embed = nn.Parameter(torch.zeros_like(time, device=model.time_new_pos_embed.device))
+            _logger.info("Model adopts the %d time encodings of the %s (it was built for %d)",
+                         time.shape[3], source, want_t)
+            if time.shape[3] < want_t:
+                notes.append(f"the {source} only has time encodings for {time.shape[3]} patches; "
+                             f"longer inputs will be cut")
+
+    if notes:
+        warnings.warn(f"Loading {source} into a different configuration: " + "; ".join(notes) + ".",
+                      stacklevel=3)
+    return state
+
+
+def load_state_dict_into(model: PaSST, state: dict[str, torch.Tensor],
+                         trained_stride: tuple[int, int] | None = None, source: str = "checkpoint") -> None:
+    """Filter ``state`` for ``model`` and load it; only the heads may be missing afterwards."""
+    load_checked(model, checkpoint_filter_fn(state, model, trained_stride, source), source,
+                 may_be_missing=("head.", "head_dist."))
+
+
+def load_weights(model: PaSST, path: str | os.PathLike, swa: bool = False,
+                 trained_stride: tuple[int, int] | None = None) -> PaSST:
+    """Load a local checkpoint (state dict, Lightning ``.ckpt`` or ImageNet file) into ``model``.
+
+    ``swa=True`` takes the ``net_swa.`` weights of a Lightning checkpoint. ``trained_stride``
+    (fstride, tstride) of the checkpoint, when known, lets other strides interpolate the encodings.
+    """
+    load_state_dict_into(model, extract_state_dict(read_checkpoint(path), swa=swa), trained_stride, str(path))
+    return model
+
+
 __all__ = [
-    "ARCHS", "ARCH_ALIASES", "ArchConfig", "PaSST", "PaSSTAttention", "PaSSTEnsemble", "count_parameters", "cut_blocks",
-    "flops_per_example", "get_ensemble_model", "get_model", "patch_grid", "resolve_arch",
+    "ARCHS", "ARCH_ALIASES", "ArchConfig", "PaSST", "PaSSTAttention", "checkpoint_filter_fn", "cut_blocks",
+    "flops_per_example", "get_model", "load_state_dict_into", "load_weights", "patch_grid", "resolve_arch",
 ]

@@ -30,12 +30,20 @@ def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return proc
 
 
+def data_config(mini: dict, **overrides) -> dict:
+    """Config updates pointing basedataset at the mini AudioSet, with small loaders (for in-process runs)."""
+    return {"basedataset": {**mini["basedataset_config"], **overrides},
+            "datasets": {"training": {"batch_size": 4, "num_workers": 0}, "test": {"batch_size": 4, "num_workers": 0}},
+            "trainer": {"enable_progress_bar": False}}
+
+
 def data_args(mini: dict, **overrides: str) -> list[str]:
-    """Config updates pointing basedataset at the mini AudioSet, with small loaders."""
-    cfg = {**mini["basedataset_config"], **overrides}
-    args = [f"basedataset.{k}={v}" for k, v in cfg.items()]
-    return args + ["datasets.training.batch_size=4", "datasets.training.num_workers=0",
-                   "datasets.test.batch_size=4", "datasets.test.num_workers=0", "trainer.enable_progress_bar=False"]
+    """:func:`data_config` as command-line updates."""
+    def flat(cfg: dict, prefix: str = "") -> list[str]:
+        return [arg for k, v in cfg.items()
+                for arg in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={v}"])]
+
+    return flat(data_config(mini, **overrides))
 
 
 def sacred_run(folder: Path, run_id: int = 1) -> dict:

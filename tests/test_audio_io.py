@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from helpers.audio_io import (
+from helpers.data.audio_io import (
     AudioDecodeError,
     decode_audio,
     encode_audio,

@@ -15,10 +15,10 @@ import torch.hub
 
 from audioset.prepare_scripts import create_h5pymp3_dataset as prepare
 from audioset.prepare_scripts import labels as labels_mod
-from audioset.prepare_scripts import shards as shards_mod
 from audioset.prepare_scripts.segments import read_segments
 from audioset.synthetic import synthetic_clip, write_audio_file, write_labels_csv, write_segments_csv
-from helpers.audio_io import decode_audio
+from helpers.data import hdf5_writer as shards_mod
+from helpers.data.audio_io import decode_audio
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES = 527

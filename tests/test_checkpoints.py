@@ -7,9 +7,8 @@ import pytest
 import torch
 from original_layout import original_forward, original_state_dict
 
-from models import checkpoints
-from models.checkpoints import CheckpointError, load_weights, release_path
-from models.passt import ARCHS, ArchConfig, get_model, patch_grid
+from models.checkpoints import CheckpointError, cache_path
+from models.passt import ARCHS, ArchConfig, get_model, load_weights, patch_grid
 
 TINY = dict(pretrained=False, depth=2, embed_dim=64, num_heads=4)
 
@@ -39,7 +38,7 @@ def _no_network(monkeypatch):
 def test_pretrained_uses_cached_release_without_network(torch_home, tiny_release, monkeypatch):
     _no_network(monkeypatch)
     sd = original_state_dict(embed_dim=64, depth=2)
-    path = release_path(tiny_release)
+    path = cache_path(tiny_release.url)
     assert path == torch_home / "hub" / "checkpoints" / "tiny-release.pt"
     path.parent.mkdir(parents=True)
     torch.save(sd, path)
@@ -62,7 +61,7 @@ def test_download_goes_to_the_hub_cache(torch_home, tiny_release, monkeypatch):
     get_model(arch="tiny_release", pretrained=True)
     get_model(arch="tiny_release", pretrained=True)  # second time: from the cache
     assert calls == [tiny_release.url]
-    assert release_path(tiny_release).is_file()
+    assert cache_path(tiny_release.url).is_file()
 
 
 def test_offline_without_file_names_url_and_path(torch_home, tiny_release, monkeypatch):
@@ -70,11 +69,11 @@ def test_offline_without_file_names_url_and_path(torch_home, tiny_release, monke
     with pytest.raises(RuntimeError) as err:
         get_model(arch="tiny_release", pretrained=True)
     assert tiny_release.url in str(err.value)
-    assert str(release_path(tiny_release)) in str(err.value)
+    assert str(cache_path(tiny_release.url)) in str(err.value)
 
 
 def test_corrupt_release_names_file_and_how_to_fetch_again(torch_home, tiny_release):
-    path = release_path(tiny_release)
+    path = cache_path(tiny_release.url)
     path.parent.mkdir(parents=True)
     torch.save(original_state_dict(embed_dim=64, depth=2), path)
     path.write_bytes(path.read_bytes()[:1000])  # truncated download
@@ -172,9 +171,3 @@ def test_imagenet_checkpoint_is_adapted(tmp_path):
     resized = torch.nn.functional.interpolate(grid, size=(12, 99), mode="bicubic", align_corners=False)
     torch.testing.assert_close(model.freq_new_pos_embed, resized.mean(3, keepdim=True))
     torch.testing.assert_close(model.time_new_pos_embed, resized.mean(2, keepdim=True))
-
-
-def test_deit_start_point_is_registered_for_imagenet_adaptation():
-    cfg = ARCHS["passt_deit_bd_p16_384"]
-    assert cfg.imagenet and cfg.n_classes == 1000 and cfg.file_name == "deit_base_distilled_patch16_384-d0272ac0.pth"
-    assert checkpoints.HEAD_KEYS == ("head.1.weight", "head.1.bias", "head_dist.weight", "head_dist.bias")

@@ -4,14 +4,13 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from helpers.ddp import (
+from helpers.experiment.ddp import (
     ddp_processes_from_env,
     is_global_rank_zero,
-    is_unshuffled_distributed_sampler,
     prepare_argv,
-    restore_padded_order,
     shared_seed_from_env,
 )
+from helpers.training.gather import is_unshuffled_distributed_sampler, restore_padded_order
 
 RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "DDP", "WORLD_SIZE",
              "SLURM_NTASKS", "TORCHELASTIC_RUN_ID", "SLURM_JOB_ID")

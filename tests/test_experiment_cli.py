@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from experiment_cli import copy_hdf5, data_args, ok, run_cli, sacred_run
+from experiment_cli import copy_hdf5, data_args, data_config, ok, run_cli, sacred_run
 
 
 @pytest.fixture(scope="module")
@@ -114,26 +114,40 @@ def test_ddp_two_cpu_processes_observe_rank_zero_only(mini_audioset, tmp_path):
     assert run["config"]["trainer"]["devices"] == 2 and "seed" in run["config"]
 
 
-def test_missing_hdf5_fails_at_start_up_naming_file_and_prepare_command(mini_audioset, tmp_path):
+def _run_in_process(monkeypatch, mini_audioset, tmp_path, **overrides):
+    """Train in-process with a Trainer that must never be built (the failure has to come first)."""
+    from ex_audioset import ex
+    from helpers.experiment import run as commands
+
+    def no_trainer(*args, **kwargs):
+        raise AssertionError("the Trainer was built before the bad input was reported")
+
+    monkeypatch.setattr(commands, "build_trainer", no_trainer)
+    updates = data_config(mini_audioset, **overrides.pop("basedataset", {}))
+    updates["output_dir"] = str(tmp_path)
+    for section, values in overrides.items():
+        updates.setdefault(section, {}).update(values)
+    ex.run(named_configs=["mini_train", "tiny_model"], config_updates=updates, options={"--loglevel": "ERROR"})
+
+
+def test_missing_hdf5_fails_at_start_up_naming_file_and_prepare_command(monkeypatch, mini_audioset, tmp_path):
     missing = tmp_path / "nowhere" / "eval_segments_mp3.hdf"
-    proc = run_cli("with", "mini_train", "tiny_model", *data_args(mini_audioset, eval_hdf5=missing),
-                   f"output_dir={tmp_path}")
-    assert proc.returncode != 0
-    assert str(missing) in proc.output and "create_h5pymp3_dataset" in proc.output
-    assert "GPU available" not in proc.output  # failed before the Trainer was built
+    with pytest.raises(FileNotFoundError) as err:
+        _run_in_process(monkeypatch, mini_audioset, tmp_path, basedataset={"eval_hdf5": str(missing)})
+    assert str(missing) in str(err.value) and "create_h5pymp3_dataset --segments eval_segments.csv" in str(err.value)
 
 
-def test_targets_that_do_not_fit_n_classes_fail_before_training(mini_audioset, tmp_path):
-    proc = run_cli("with", "mini_train", "tiny_model", *data_args(mini_audioset), "models.net.n_classes=10",
-                   f"output_dir={tmp_path}")
-    assert proc.returncode != 0
-    assert "models.net.n_classes=10" in proc.output and "(527,)" in proc.output
-    assert "GPU available" not in proc.output
+def test_targets_that_do_not_fit_n_classes_fail_before_training(monkeypatch, mini_audioset, tmp_path):
+    with pytest.raises(ValueError) as err:
+        _run_in_process(monkeypatch, mini_audioset, tmp_path, models={"net": {"n_classes": 10}})
+    assert "models.net.n_classes=10" in str(err.value) and "(527,)" in str(err.value)
 
 
 def test_model_speed_test_and_test_loaders(mini_audioset, tmp_path):
     proc = ok(run_cli("model_speed_test", "with", "tiny_model", "speed_test.batch_size=2", "speed_test.steps=2",
                       "speed_test.warmup_steps=1"))
     assert "spectrograms/second" in proc.stdout
+    misspelt = run_cli("model_speed_test", "with", "tiny_model", "speed_test.step=2")
+    assert misspelt.returncode != 0 and "Did you mean speed_test.steps" in misspelt.output
     proc = ok(run_cli("test_loaders", "with", *data_args(mini_audioset)))
     assert "training: tensor(4, 1, 64000)" in proc.stdout and "test: tensor(4, 1, 64000)" in proc.stdout

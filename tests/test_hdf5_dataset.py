@@ -13,9 +13,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from audioset import dataset as audioset_dataset
-from helpers.audio_io import encode_mp3
-from helpers.hdf5_dataset import CorruptClipError, Hdf5AudioDataset, read_corrupt_log
-from helpers.waveform_augment import GainAugmentDataset, MixupDataset, RollDataset, concat_datasets
+from helpers.data.audio_io import encode_mp3
+from helpers.data.augment import GainAugmentDataset, MixupDataset, RollDataset, concat_datasets
+from helpers.data.hdf5_dataset import CorruptClipError, Hdf5AudioDataset, preload_hdf5, read_corrupt_log
 
 SR = 32000
 
@@ -132,7 +132,9 @@ def test_missing_file_names_path_and_prepare_command(tmp_path):
     missing = tmp_path / "nope" / "balanced_train_segments_mp3.hdf"
     with pytest.raises(FileNotFoundError) as err:
         Hdf5AudioDataset(missing)
-    assert str(missing) in str(err.value) and "create_h5pymp3_dataset" in str(err.value)
+    assert str(missing) in str(err.value) and "prepare script" in str(err.value)
+    with pytest.raises(FileNotFoundError, match="python make_it.py"):
+        Hdf5AudioDataset(missing, prepare_hint="python make_it.py")
     # The AudioSet constructors name the exact command for this split.
     with pytest.raises(FileNotFoundError) as err:
         audioset_dataset.build_training_set([missing])
@@ -342,7 +344,7 @@ def test_sacred_captured_functions(mini_audioset):
 
 def test_preload_reads_every_clip(mini_audioset):
     m = mini_audioset
-    total = run_with_ingredient(m["basedataset_config"], audioset_dataset.preload_mp3)
+    total = run_with_ingredient(m["basedataset_config"], lambda: preload_hdf5(audioset_dataset.hdf5_files()))
     expected = 0
     for key in ("balanced_train_hdf5", "unbalanced_train_hdf5", "eval_hdf5"):
         with h5py.File(m[key]) as hf:

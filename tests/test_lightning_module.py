@@ -5,11 +5,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from helpers.lightning_module import AudioModule, no_weight_decay_names
-from helpers.swa import SWACallback
-from helpers.tasks import MultiClassTask, MultiLabelTask
-from models.checkpoints import load_weights
-from models.passt import get_model
+from helpers.training.module import AudioModule, no_weight_decay_names
+from helpers.training.swa import SWACallback
+from helpers.training.tasks import MultiClassTask, MultiLabelTask
+from models.passt import get_model, load_weights
 from models.preprocess import AugmentMelSTFT
 
 N_CLASSES = 5
@@ -131,11 +130,9 @@ def test_training_with_swa_validates_both_nets_and_checkpoints_both(tmp_path):
 
 def _config(**top):
     """The shared default config (as sacred builds it), with a tiny network."""
-    from sacred.config import ConfigScope
+    from helpers.experiment.config import plain, shared_config
 
-    from helpers.experiment import shared_config
-
-    cfg = dict(ConfigScope(shared_config)())
+    cfg = plain(shared_config()())
     cfg["models"]["net"].update(pretrained=False, depth=1, embed_dim=32, num_heads=2, input_fdim=64,
                                 input_tdim=100, n_classes=N_CLASSES)
     cfg["models"]["mel"].update(n_mels=64)
@@ -144,8 +141,8 @@ def _config(**top):
 
 
 def test_build_module_follows_the_config_and_compiles_in_place(monkeypatch):
-    from helpers.assembly import build_module
-    from helpers.experiment import ExperimentSpec
+    from helpers.experiment.run import module_for as build_module
+    from helpers.experiment.spec import ExperimentSpec
 
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))

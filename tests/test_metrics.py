@@ -7,8 +7,13 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from helpers.metrics import accuracy, average_precision_per_class, multilabel_metrics, roc_auc_per_class
-from helpers.tasks import MultiClassTask, MultiLabelTask
+from helpers.training.metrics import (
+    accuracy,
+    average_precision_per_class,
+    multilabel_metrics,
+    roc_auc_per_class,
+)
+from helpers.training.tasks import MultiClassTask, MultiLabelTask
 
 
 def _data(seed=0, n=60, c=5):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers.mixup import draw_mixup, mix
+from helpers.training.mixup import draw_mixup, mix
 
 
 def test_lambdas_are_folded_to_the_upper_half():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from helpers.schedules import cosine_cycle, exp_warmup, exp_warmup_linear_down, get_lr_lambda
+from helpers.training.schedules import cosine_cycle, exp_warmup, exp_warmup_linear_down, get_lr_lambda
 
 
 def test_exp_warmup_ramps_exponentially_to_one():

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from helpers.swa import SWACallback, average_into, is_swa_epoch, make_swa_copy
+from helpers.training.swa import SWACallback, average_into, is_swa_epoch, make_swa_copy
 
 
 def _net(value: float) -> nn.Module:

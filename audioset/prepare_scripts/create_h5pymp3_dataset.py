@@ -41,8 +41,8 @@ from tqdm import tqdm  # noqa: E402
 
 from audioset.prepare_scripts.labels import ensure_labels_csv, read_labels  # noqa: E402
 from audioset.prepare_scripts.segments import Segment, find_audio, index_audio_files, read_segments  # noqa: E402
-from audioset.prepare_scripts.shards import PartialRun, ShardBuffer, assemble  # noqa: E402
-from helpers.audio_io import AudioDecodeError, encode_mp3, load_audio  # noqa: E402
+from helpers.data.audio_io import AudioDecodeError, encode_mp3, load_audio  # noqa: E402
+from helpers.data.hdf5_writer import PartialRun, ShardBuffer, assemble  # noqa: E402
 
 __all__ = ["PrepareResult", "create_hdf5", "encode_segment", "audio_name", "main"]
 

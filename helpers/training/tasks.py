@@ -1,6 +1,6 @@
 """What a dataset is trained for: its loss, its prediction and its metrics.
 
-The shared :class:`helpers.lightning_module.AudioModule` takes a task object, so an experiment
+The shared :class:`helpers.training.module.AudioModule` takes a task object, so an experiment
 script only picks one: AudioSet/FSD50K/OpenMIC are :class:`MultiLabelTask`, ESC-50 is
 :class:`MultiClassTask`. A new task only needs the four members of :class:`Task`.
 """
@@ -13,7 +13,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from helpers.metrics import accuracy, multilabel_metrics
+from helpers.training.metrics import accuracy, multilabel_metrics
 
 
 class Task(Protocol):

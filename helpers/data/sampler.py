@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler, WeightedRandomSampler
 
-from helpers.hdf5_dataset import check_hdf5_layout, read_targets, require_hdf5
+from helpers.data.hdf5_dataset import check_hdf5_layout, read_targets, require_hdf5
 
 __all__ = [
     "label_frequencies",

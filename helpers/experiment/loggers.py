@@ -1,21 +1,25 @@
-"""Weights & Biases through Lightning's WandbLogger: offline unless an account is configured.
+"""Where a run's metrics go: Weights & Biases (offline unless an account is configured) and the sacred run.
 
 ``wandb.mode`` defaults to ``WANDB_MODE`` when that is set, else ``"online"`` when a wandb
 account is configured on this machine (``WANDB_API_KEY`` or an ``api.wandb.ai`` entry in
 ``~/.netrc``, which ``wandb login`` writes), else ``"offline"``: runs then land in
 ``<save_dir or $WANDB_DIR or .>/wandb/offline-run-*`` and can be uploaded later with
 ``wandb sync``. Training never stops to ask for a login.
+
+:class:`SacredLogger` writes every logged scalar to the sacred run (``metrics.json`` with
+``-F``, MongoDB with ``-m``).
 """
 
 from __future__ import annotations
 
+import math
 import netrc
 import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+from pytorch_lightning.loggers.logger import Logger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 WANDB_HOST = "api.wandb.ai"
 
@@ -50,11 +54,39 @@ def make_wandb_logger(wandb_cfg: dict[str, Any]):
     return WandbLogger(**kwargs)
 
 
-def spectrogram_image(spec: torch.Tensor) -> np.ndarray:
-    """A ``[n_mels, frames]`` spectrogram as a uint8 image, low frequencies at the bottom."""
-    img = spec.detach().float().cpu()
-    if img.dim() == 3:  # [channels, F, T]: show the first channel
-        img = img[0]
-    lo, hi = float(img.min()), float(img.max())
-    img = (img - lo) / (hi - lo) if hi > lo else torch.zeros_like(img)
-    return (img.flip(0).numpy() * 255).astype(np.uint8)
+def finish_wandb() -> dict[str, Any]:
+    """Close the wandb run of this process (rank 0); returns where it went."""
+    import wandb
+
+    if wandb.run is None:
+        return {}
+    info = {"id": wandb.run.id, "dir": wandb.run.dir, "mode": str(wandb.run.settings.mode)}
+    wandb.finish()
+    return info
+
+
+class SacredLogger(Logger):
+    """Forwards every logged scalar to ``run.log_scalar`` (rank 0 only, like every Lightning logger)."""
+
+    def __init__(self, run: Any) -> None:
+        super().__init__()
+        self._run = run
+
+    @property
+    def name(self) -> str:
+        return "sacred"
+
+    @property
+    def version(self) -> str:
+        return str(getattr(self._run, "_id", None) or "unobserved")
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Sacred already stores the whole config; nothing to do."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        for key, value in metrics.items():
+            value = float(value)
+            if not math.isnan(value):
+                self._run.log_scalar(key, value, step)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from helpers.data.augment import folded_beta
+
 
 def draw_mixup(batch_size: int, alpha: float, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(perm [B] long, lam [B] float32)`` for one batch.
@@ -19,9 +21,7 @@ def draw_mixup(batch_size: int, alpha: float, device: torch.device | str | None 
     if alpha <= 0:
         raise ValueError(f"mixup_alpha must be > 0, got {alpha} (use `with nomixup` to switch mixup off)")
     perm = torch.randperm(batch_size)
-    beta = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha)))
-    lam = beta.sample((batch_size,))
-    lam = torch.maximum(lam, 1.0 - lam).float()
+    lam = folded_beta(alpha, batch_size)
     return perm.to(device), lam.to(device)
 
 

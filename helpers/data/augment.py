@@ -26,9 +26,23 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
-__all__ = ["GainAugmentDataset", "RollDataset", "MixupDataset", "concat_datasets", "random_gain", "random_roll"]
+__all__ = ["GainAugmentDataset", "RollDataset", "MixupDataset", "concat_datasets", "folded_beta", "random_gain",
+           "random_roll"]
 
 Item = tuple[np.ndarray, str, np.ndarray]
+
+
+def folded_beta(alpha: float, n: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``n`` mixing weights ``max(lam, 1 - lam)`` with ``lam ~ Beta(alpha, alpha)``, float32 on ``device``.
+
+    Folding keeps the weight of the example itself at >= 0.5, so it always dominates its mix
+    (waveform mixup here, and the batch mixup of :mod:`helpers.training.mixup`).
+    """
+    if alpha <= 0:
+        raise ValueError(f"mixup alpha must be > 0, got {alpha}")
+    a = torch.tensor(float(alpha), device=device)
+    lam = torch.distributions.Beta(a, a).sample((n,))
+    return torch.maximum(lam, 1.0 - lam).float()
 
 
 def random_gain(wave: np.ndarray, gain_db: float) -> np.ndarray:
@@ -104,21 +118,18 @@ class MixupDataset(_Wrapper):
 
     def __init__(self, dataset: Dataset, alpha: float = 0.3, rate: float = 0.5) -> None:
         super().__init__(dataset)
-        if alpha <= 0:
-            raise ValueError(f"mixup alpha must be > 0, got {alpha}")
+        folded_beta(alpha, 0)  # validates alpha now rather than in a worker
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"mixup rate must be in [0, 1], got {rate}")
         self.alpha = float(alpha)
         self.rate = float(rate)
-        self._beta = torch.distributions.Beta(self.alpha, self.alpha)
 
     def __getitem__(self, index: int) -> Item:
         wave1, name1, target1 = self.dataset[index]
         if torch.rand(()).item() >= self.rate:
             return wave1, name1, target1
         wave2, _, target2 = self.dataset[int(torch.randint(len(self.dataset), ()).item())]
-        lam = float(self._beta.sample())
-        lam = max(lam, 1.0 - lam)
+        lam = float(folded_beta(self.alpha, 1))
         wave = (lam * wave1 + (1.0 - lam) * wave2).astype(np.float32, copy=False)
         target = (lam * target1 + (1.0 - lam) * target2).astype(np.float32, copy=False)
         return wave, name1, target

@@ -1,6 +1,6 @@
 """Counting clips that failed to decode during a run, across DataLoader workers and DDP ranks.
 
-:class:`helpers.hdf5_dataset.Hdf5AudioDataset` skips an undecodable clip and, when its
+:class:`helpers.data.hdf5_dataset.Hdf5AudioDataset` skips an undecodable clip and, when its
 ``corrupt_log`` attribute names a file, appends one line per failure to it (from whatever process
 decoded). :func:`attach_corrupt_log` points every such dataset inside a wrapped/concatenated
 dataset at a log file before the DataLoader copies it into workers; :func:`count_corrupt`
@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from helpers.hdf5_dataset import read_corrupt_log
+from helpers.data.hdf5_dataset import read_corrupt_log
 
 
 def leaf_datasets(dataset: object) -> Iterator[object]:

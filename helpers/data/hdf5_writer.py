@@ -1,4 +1,6 @@
-"""Resumable storage of a prepare run: ``<out>.partial/`` holds finished work as small shard files.
+"""Resumable writing of an HDF5 dataset file: ``<out>.partial/`` holds finished work as small shards.
+
+Used by every prepare script (the datasets' ``prepare_scripts``).
 
 Each shard (``shard_00000.h5``) holds a batch of processed segments -- the encoded clips and the
 segments that failed -- and is written to a temporary name, then renamed, so a shard is either
@@ -8,8 +10,9 @@ may have been added meanwhile); from then on :class:`PartialRun` keeps that stat
 When all segments are processed, :func:`assemble` writes the final file
 (``<out>.tmp``, renamed to ``<out>`` at the very end) with the clips in segment-CSV order.
 
-The final file has the original PaSST layout (see :mod:`helpers.hdf5_dataset`): ``audio_name``
-(fixed-length bytes), ``mp3`` (vlen uint8), ``target`` (packbits), plus a few root attributes.
+The final file has the original PaSST layout (see :mod:`helpers.data.hdf5_dataset`): ``audio_name``
+(fixed-length bytes), ``mp3`` (vlen uint8), ``target`` (one row per clip, e.g. packbits), plus a few
+root attributes.
 """
 
 from __future__ import annotations
@@ -138,7 +141,7 @@ def assemble(
         partial: the finished run.
         out: the output path; written as ``<out>.tmp`` and renamed when complete.
         names: ``audio_name`` of every segment row.
-        targets: packed targets of every segment row, ``uint8 [rows, width]``.
+        targets: the target of every segment row, ``[rows, ...]`` (e.g. packbits ``uint8 [rows, width]``).
         attrs: root attributes to store (e.g. sample rate, label count).
     """
     out = Path(out)
@@ -150,7 +153,7 @@ def assemble(
         hf.create_dataset(
             "audio_name", data=np.asarray([names[r].encode("utf-8") for r in order], dtype=f"S{name_len}")
         )
-        hf.create_dataset("target", data=targets[order] if len(order) else np.zeros((0, targets.shape[1]), np.uint8))
+        hf.create_dataset("target", data=targets[order])
         mp3 = hf.create_dataset("mp3", shape=(len(order),), dtype=_VLEN_BYTES)
         for key, value in attrs.items():
             hf.attrs[key] = value

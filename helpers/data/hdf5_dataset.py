@@ -34,8 +34,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
-from helpers.audio_io import DEFAULT_SAMPLE_RATE, AudioDecodeError, decode_audio, pad_or_truncate
+from helpers.data.audio_io import DEFAULT_SAMPLE_RATE, AudioDecodeError, decode_audio, pad_or_truncate
 
 __all__ = [
     "CorruptClipError",
@@ -45,10 +46,9 @@ __all__ = [
     "read_targets",
     "decode_name",
     "missing_file_error",
+    "preload_hdf5",
     "require_hdf5",
 ]
-
-DEFAULT_PREPARE_HINT = "python -m audioset.prepare_scripts.create_h5pymp3_dataset --help"
 
 Decoder = Callable[[bytes, int], np.ndarray]
 
@@ -65,12 +65,15 @@ def decode_name(raw: bytes | np.bytes_ | str) -> str:
 
 
 def missing_file_error(path: str | os.PathLike, prepare_hint: str | None) -> FileNotFoundError:
-    """The error for an HDF5 file that does not exist, naming the command that creates it."""
-    hint = prepare_hint or DEFAULT_PREPARE_HINT
+    """The error for an HDF5 file that does not exist, naming the command that creates it.
+
+    ``prepare_hint`` comes from the dataset that uses the file (its prepare command).
+    """
+    create = (f"Create it with:\n    {prepare_hint}\n" if prepare_hint
+              else "Create it with the prepare script of its dataset (see the dataset's README),\n")
     return FileNotFoundError(
         f"HDF5 dataset file not found: {os.fspath(path)!r} (absolute: {os.path.abspath(path)!r}).\n"
-        f"Create it with:\n    {hint}\n"
-        "or point the config at the right file (e.g. `with basedataset.base_dir=/path/to/audioset_hdf5s/`)."
+        f"{create}or point the config at the right file (e.g. `with basedataset.base_dir=/path/to/hdf5s/`)."
     )
 
 
@@ -93,7 +96,7 @@ def check_hdf5_layout(hf: h5py.File, path: str, n_classes: int) -> int:
     if missing:
         raise ValueError(
             f"{path}: missing HDF5 dataset(s) {missing}; expected 'audio_name', 'mp3', 'target' "
-            "as written by audioset/prepare_scripts/create_h5pymp3_dataset.py"
+            "as the prepare scripts write them"
         )
     n = hf["mp3"].shape[0]
     if hf["audio_name"].shape[0] != n or hf["target"].shape[0] != n:
@@ -137,7 +140,7 @@ class Hdf5AudioDataset(Dataset):
         prepare_hint: the command that creates the file, shown when it is missing.
         corrupt_log: optional file that every process appends corrupt clips to.
         decoder: ``f(bytes, sample_rate) -> 1-D float32`` (default :func:`decode_audio`); it must
-            raise :class:`~helpers.audio_io.AudioDecodeError` for undecodable data.
+            raise :class:`~helpers.data.audio_io.AudioDecodeError` for undecodable data.
         max_skips: give up after this many corrupt clips in a row (a sign the file is broken).
     """
 
@@ -235,7 +238,7 @@ class Hdf5AudioDataset(Dataset):
             return wave, decode_name(names[current]), self._unpack_target(targets[current])
         raise CorruptClipError(
             f"{self.hdf5_path}: {self.max_skips + 1} corrupt clips in a row from index {index}; "
-            "the file looks damaged, recreate it with audioset/prepare_scripts/create_h5pymp3_dataset.py"
+            "the file looks damaged, recreate it with the prepare script of its dataset"
         )
 
     def _report_corrupt(self, index: int, name: str, err: Exception) -> None:
@@ -262,3 +265,20 @@ def read_corrupt_log(path: str | os.PathLike) -> list[tuple[int, str, str]]:
         index, name, error = line.split("\t", 2)
         entries.append((int(index), name, error))
     return entries
+
+
+def preload_hdf5(hdf5_paths: list[str | os.PathLike], chunk: int = 1024) -> int:
+    """Read every clip of the files sequentially (warms the OS or network-file-system cache).
+
+    Returns the number of bytes read; shows a progress bar per file.
+    """
+    total = 0
+    for path in hdf5_paths:
+        with h5py.File(require_hdf5(path, None), "r") as hf:
+            mp3 = hf["mp3"]
+            n = mp3.shape[0]
+            with tqdm(total=n, desc=f"preload {os.path.basename(os.fspath(path))}", unit="clip") as bar:
+                for start in range(0, n, chunk):
+                    total += sum(a.nbytes for a in mp3[start : start + chunk])
+                    bar.update(min(chunk, n - start))
+    return total

@@ -14,16 +14,12 @@ The Trainer runs with ``use_distributed_sampler=False`` so Lightning keeps these
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
-
-from helpers.tasks import Task
 
 #: keys of ``datasets.training``/``datasets.test`` that are ours, not DataLoader arguments
 OWN_LOADER_KEYS = ("weighted_sampler",)
@@ -33,18 +29,8 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def check_loader_config(loader_cfg: dict[str, Any], config_path: str = "datasets") -> None:
-    """Raise a clear error for keys of a ``datasets.<split>`` config that DataLoader does not take."""
-    allowed = set(inspect.signature(DataLoader.__init__).parameters) - {"self", "dataset", "sampler"}
-    unknown = sorted(set(loader_cfg) - allowed - set(OWN_LOADER_KEYS))
-    if unknown:
-        raise ValueError(f"{config_path}: {unknown} are not DataLoader arguments; valid: {sorted(allowed)}")
-
-
-def make_loader(dataset: Dataset, loader_cfg: dict[str, Any], sampler: Sampler | None = None,
-                config_path: str = "datasets") -> DataLoader:
-    """A DataLoader from a ``datasets.<split>`` config dict (DataLoader arguments)."""
-    check_loader_config(loader_cfg, config_path)
+def make_loader(dataset: Dataset, loader_cfg: dict[str, Any], sampler: Sampler | None = None) -> DataLoader:
+    """A DataLoader from a ``datasets.<split>`` config dict (DataLoader arguments, checked by the caller)."""
     kwargs = {k: v for k, v in loader_cfg.items() if k not in OWN_LOADER_KEYS}
     if not kwargs.get("num_workers"):
         # options that only exist for worker processes
@@ -53,20 +39,6 @@ def make_loader(dataset: Dataset, loader_cfg: dict[str, Any], sampler: Sampler |
     if sampler is not None:
         kwargs["shuffle"] = None
     return DataLoader(dataset, sampler=sampler, **kwargs)
-
-
-def check_dataset(dataset: Dataset, task: Task, n_classes: int, split: str) -> None:
-    """Fail before training when ``dataset`` is empty or its targets do not fit ``n_classes``."""
-    if len(dataset) == 0:
-        raise ValueError(f"The {split} set is empty; check the basedataset paths in the config.")
-    target = torch.as_tensor(dataset[0][2])
-    try:
-        task.check_targets(target, n_classes)
-    except ValueError as err:
-        raise ValueError(
-            f"The {split} set does not match the network: {err}. The network has models.net.n_classes="
-            f"{n_classes} outputs; set `with models.net.n_classes=<number of classes>` (and the dataset's "
-            f"n_classes, e.g. basedataset.n_classes) to the number of labels of the data.") from None
 
 
 class AudioDataModule(pl.LightningDataModule):
@@ -99,7 +71,7 @@ class AudioDataModule(pl.LightningDataModule):
             sampler = self.train_sampler()
         elif _distributed():
             sampler = DistributedSampler(self.train_set, shuffle=bool(cfg.get("shuffle", True)), seed=self.seed)
-        return make_loader(self.train_set, cfg, sampler, "datasets.training")
+        return make_loader(self.train_set, cfg, sampler)
 
     def val_dataloader(self) -> DataLoader:
         if self.test_set is None:
@@ -107,4 +79,4 @@ class AudioDataModule(pl.LightningDataModule):
         cfg = dict(self.test_cfg)
         cfg["shuffle"] = False  # the module restores the order of DistributedSampler shards
         sampler = DistributedSampler(self.test_set, shuffle=False) if _distributed() else None
-        return make_loader(self.test_set, cfg, sampler, "datasets.test")
+        return make_loader(self.test_set, cfg, sampler)

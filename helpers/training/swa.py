@@ -63,7 +63,7 @@ class SWACallback(pl.Callback):
     """Updates ``pl_module.net_swa`` on the schedule of :func:`is_swa_epoch`.
 
     The module must have ``net``, ``net_swa`` and a long buffer ``swa_n_averaged`` (see
-    :class:`helpers.lightning_module.AudioModule`).
+    :class:`helpers.training.module.AudioModule`).
     """
 
     def __init__(self, swa_epoch_start: int = 50, swa_freq: int = 5) -> None:

@@ -10,7 +10,6 @@ on CPUs, so 16 / "16" / "16-mixed" become ``bf16-mixed`` there, with a log line.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import logging
 from typing import Any
@@ -63,22 +62,10 @@ def trainer_arguments() -> set[str]:
     return {n for n in inspect.signature(pl.Trainer.__init__).parameters if n != "self"}
 
 
-def check_trainer_config(trainer_cfg: dict[str, Any]) -> None:
-    """Raise a clear error for keys that are not Trainer arguments (typos)."""
-    valid = trainer_arguments() - {"logger", "callbacks"}
-    for key in trainer_cfg:
-        if key not in valid:
-            close = difflib.get_close_matches(key, sorted(valid), n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"trainer.{key} is not an argument of pytorch_lightning.Trainer.{hint} "
-                             f"(valid: {', '.join(sorted(valid))})")
-
-
 def build_trainer(trainer_cfg: dict[str, Any], callbacks: list[pl.Callback] | None = None,
                   loggers: list | bool = False, default_root_dir: str | None = None) -> pl.Trainer:
-    """A Trainer from the ``trainer`` config plus our callbacks and loggers."""
+    """A Trainer from the ``trainer`` config (keys checked by the config checker) plus our callbacks and loggers."""
     cfg = dict(trainer_cfg)
-    check_trainer_config(cfg)
     cfg["precision"] = resolve_precision(cfg.get("precision"), cfg.get("accelerator", "auto"))
     if default_root_dir is not None and not cfg.get("default_root_dir"):
         cfg["default_root_dir"] = default_root_dir

@@ -1,4 +1,4 @@
-"""Multi-process helpers: who is rank 0, how ranks re-run the command, and gathering eval outputs.
+"""Several processes: who is rank 0, how the ranks re-run the command line, and their seeds.
 
 How ``DDP=N python ex_audioset.py ...`` works: the config sets ``trainer.devices=N`` and
 ``trainer.strategy="ddp"``; Lightning's DDP launcher re-runs ``sys.argv`` in N-1 child processes
@@ -25,8 +25,6 @@ import subprocess
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
-import torch
-from torch.utils.data import DistributedSampler
 
 _logger = logging.getLogger(__name__)
 
@@ -122,24 +120,6 @@ def wait_for_child_processes(trainer, timeout: float = 600.0) -> None:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _logger.warning("DDP child process %s still running after %.0f s", proc.pid, timeout)
-
-
-def restore_padded_order(gathered: torch.Tensor, dataset_len: int) -> torch.Tensor:
-    """Undo :class:`~torch.utils.data.DistributedSampler` sharding: global order, padding removed.
-
-    ``gathered`` is ``[world, n_per_rank, ...]`` from ``all_gather``; with ``shuffle=False`` rank
-    ``r``'s ``p``-th example is dataset index ``p * world + r``, and indices ``>= dataset_len`` are
-    the sampler's padding (repeats of the first examples), which are dropped.
-    """
-    world, n = gathered.shape[:2]
-    interleaved = gathered.transpose(0, 1).reshape(world * n, *gathered.shape[2:])
-    return interleaved[:dataset_len]
-
-
-def is_unshuffled_distributed_sampler(sampler: object) -> bool:
-    """True when ``sampler`` shards like ``DistributedSampler(shuffle=False, drop_last=False)``."""
-    return (isinstance(sampler, DistributedSampler) and type(sampler).__iter__ is DistributedSampler.__iter__
-            and not sampler.shuffle and not sampler.drop_last)
 
 
 class PerRankSeed(pl.Callback):

@@ -3,7 +3,7 @@
 Per batch of waveforms ``[B, channels, samples]``: the mel front end runs on the accelerator
 inside the module, then (training only) batch mixup on the spectrograms, then the network, then
 the task's loss. What differs between datasets (loss, metrics, best-checkpoint metric) comes in
-as a :class:`helpers.tasks.Task`.
+as a :class:`helpers.training.tasks.Task`.
 
 Validation keeps the logits and targets of the whole evaluation set, gathers them from all
 processes (DDP), drops the padding ``DistributedSampler`` adds, and computes the task metrics on
@@ -15,17 +15,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 
-from helpers.ddp import is_unshuffled_distributed_sampler, restore_padded_order
-from helpers.mixup import draw_mixup, mix
-from helpers.optim import make_optimizer
-from helpers.swa import make_swa_copy
-from helpers.tasks import Task
-from helpers.wandb_logging import spectrogram_image
+from helpers.training.gather import is_unshuffled_distributed_sampler, restore_padded_order
+from helpers.training.mixup import draw_mixup, mix
+from helpers.training.optim import make_optimizer
+from helpers.training.swa import make_swa_copy
+from helpers.training.tasks import Task
+
+
+def spectrogram_image(spec: torch.Tensor) -> np.ndarray:
+    """A ``[n_mels, frames]`` spectrogram as a uint8 image, low frequencies at the bottom."""
+    img = spec.detach().float().cpu()
+    if img.dim() == 3:  # [channels, F, T]: show the first channel
+        img = img[0]
+    lo, hi = float(img.min()), float(img.max())
+    img = (img - lo) / (hi - lo) if hi > lo else torch.zeros_like(img)
+    return (img.flip(0).numpy() * 255).astype(np.uint8)
 
 
 def no_weight_decay_names(net: nn.Module) -> set[str]:
@@ -45,8 +55,8 @@ class AudioModule(pl.LightningModule):
         net: ``forward(spec [B, C, n_mels, frames]) -> (logits, embedding)``.
         mel: ``forward(wave [B, samples]) -> [B, n_mels, frames]``; None when batches already hold
             spectrograms.
-        task: loss/metrics of the dataset (:mod:`helpers.tasks`).
-        lr_lambda: learning-rate multiplier per epoch (:mod:`helpers.schedules`).
+        task: loss/metrics of the dataset (:mod:`helpers.training.tasks`).
+        lr_lambda: learning-rate multiplier per epoch (:mod:`helpers.training.schedules`).
         lr: base learning rate.
         adamw: AdamW with ``weight_decay``; False gives Adam without weight decay (as the original).
         weight_decay: AdamW's decoupled weight decay.
@@ -54,7 +64,7 @@ class AudioModule(pl.LightningModule):
             encodings). Default False: decaying encodings pulls them to zero, which is no useful
             regularisation (timm's convention); True reproduces the original, which decayed all.
         mixup_alpha: Beta parameter of batch mixup; None or 0 switches mixup off.
-        swa: keep an averaged copy ``net_swa`` (updated by :class:`helpers.swa.SWACallback`).
+        swa: keep an averaged copy ``net_swa`` (updated by :class:`helpers.training.swa.SWACallback`).
         log_spectrograms: how many of the first training batches log a spectrogram image (wandb).
     """
 

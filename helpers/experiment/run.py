@@ -1,0 +1,284 @@
+"""What each command does, read top to bottom: :func:`train`, :func:`evaluate`, and the tools.
+
+Every function takes the experiment's :class:`~helpers.experiment.spec.ExperimentSpec`, the
+sacred run and its config as plain dicts (checked once by :mod:`helpers.experiment.config`);
+:mod:`helpers.experiment.cli` registers them as sacred commands for every experiment script.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from torch.utils.data import Dataset
+
+from helpers.data.corrupt_clips import attach_corrupt_log, corrupt_examples, count_corrupt
+from helpers.data.loaders import AudioDataModule
+from helpers.experiment.ddp import (
+    PerRankSeed,
+    externally_launched_world_size,
+    is_global_rank_zero,
+    shared_job_id,
+    wait_for_child_processes,
+)
+from helpers.experiment.loggers import SacredLogger, finish_wandb, make_wandb_logger
+from helpers.experiment.models import build_mel, build_net, net_output_classes
+from helpers.experiment.spec import ExperimentSpec
+from helpers.experiment.trainer import build_trainer, resolve_precision, runs_on_cpu
+from helpers.training.module import AudioModule
+from helpers.training.optim import make_optimizer
+from helpers.training.schedules import get_lr_lambda
+from helpers.training.speed import time_steps
+from helpers.training.swa import SWACallback
+from helpers.training.tasks import Task
+
+#: rank 0 exports its run folder here; DDP children (launched from it) reuse the same folder
+RUN_DIR_ENV = "PASST_RUN_DIR"
+
+
+# --------------------------------------------------------------------------------- the commands
+def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dict[str, float]:
+    """Train and validate every epoch; returns the last validation metrics."""
+    pl.seed_everything(seed, workers=True)
+    run_dir = run_folder(cfg["output_dir"], spec.name, run, resume_from=cfg.get("ckpt_path"))
+    datamodule, corrupt_log, corrupt_before = datamodule_for(spec, cfg, run_dir, training=True)
+    module = module_for(spec, cfg, training=True)
+    checkpointing = checkpoint_callbacks(spec, cfg, run_dir)
+    callbacks: list[pl.Callback] = [*checkpointing, LearningRateMonitor(logging_interval="epoch"), PerRankSeed(seed)]
+    if cfg["swa"]:
+        callbacks.append(SWACallback(cfg["swa_epoch_start"], cfg["swa_freq"]))
+    loggers = [SacredLogger(run), wandb_logger(spec, cfg, run_dir, run)]
+    trainer = build_trainer(cfg["trainer"], callbacks, loggers, default_root_dir=str(run_dir))
+    run.info.update(run_dir=str(run_dir), precision=str(trainer.precision), world_size=trainer.world_size)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    finally:
+        wait_for_child_processes(trainer)
+        record_run_info(run, module, corrupt_log, corrupt_before)
+        run.info.update(
+            best_checkpoint=checkpointing[0].best_model_path or None,
+            last_checkpoint=checkpointing[-1].best_model_path if len(checkpointing) > 1 else None,
+        )
+        if trainer.is_global_zero:
+            run.info["wandb"] = finish_wandb()
+    results = validation_metrics(trainer.callback_metrics)
+    results["val_examples"] = module.last_val_examples
+    return results
+
+
+def evaluate(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dict[str, float]:
+    """Validate the configured network (or ensemble) on the test set; prints and returns the metrics."""
+    pl.seed_everything(seed)
+    run_dir = run_folder(cfg["output_dir"], spec.name, run)
+    datamodule, corrupt_log, corrupt_before = datamodule_for(spec, cfg, run_dir, training=False)
+    module = module_for(spec, cfg, training=False)
+    trainer_cfg = {**cfg["trainer"], "enable_checkpointing": False}
+    trainer = build_trainer(trainer_cfg, [], [SacredLogger(run)], default_root_dir=str(run_dir))
+    try:
+        outputs = trainer.validate(module, datamodule=datamodule)
+    finally:
+        wait_for_child_processes(trainer)
+    results = validation_metrics(outputs[0] if outputs else trainer.callback_metrics)
+    results["val_examples"] = module.last_val_examples
+    record_run_info(run, module, corrupt_log, corrupt_before)
+    if trainer.is_global_zero:
+        print("\nEvaluation results:")
+        for key, value in results.items():
+            print(f"  {key:>20s}: {value:.6g}")
+    return results
+
+
+def speed_test(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, float]:
+    """Training steps per second of the network on random spectrograms (no data loading)."""
+    st = cfg["speed_test"]
+    accelerator = cfg["trainer"].get("accelerator", "auto")
+    device = torch.device("cpu" if runs_on_cpu(accelerator) or not torch.cuda.is_available() else "cuda")
+    precision = resolve_precision(cfg["trainer"].get("precision"), "cpu" if device.type == "cpu" else "gpu")
+    dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(str(precision).split("-")[0])
+    net = build_net(cfg["models"]).to(device).train()
+    batch = int(st["batch_size"])
+    x = torch.randn(batch, cfg["models"]["net"].get("in_channels", 1), cfg["models"]["mel"]["n_mels"],
+                    cfg["models"]["net"]["input_tdim"], device=device)
+    target = torch.zeros(batch, net_output_classes(cfg["models"]), device=device)
+    optimizer = make_optimizer(net.parameters(), lr=cfg["lr"], adamw=cfg["adamw"])  # the one training uses
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16 and device.type == "cuda")
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits, _ = net(x)
+            loss = spec.task.loss(logits, target)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    seconds = time_steps(step, int(st["steps"]), device, warmup=int(st["warmup_steps"]))
+    result = {"specs_per_second": st["steps"] * batch / seconds, "seconds": seconds, "batch_size": batch,
+              "steps": st["steps"], "device": str(device), "precision": str(precision)}
+    print(f"\n{result['steps']} steps of batch {batch} on {device} ({precision}): {seconds:.2f} s, "
+          f"{result['specs_per_second']:.1f} spectrograms/second")
+    return result
+
+
+def first_batches(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, list[str]]:
+    """One batch of each loader, described (shapes and first names)."""
+    dm = AudioDataModule(spec.train_set(), spec.test_set(), cfg["datasets"]["training"], cfg["datasets"]["test"],
+                         train_sampler=spec.train_sampler)
+    result = {}
+    for split, loader in (("training", dm.train_dataloader()), ("test", dm.val_dataloader())):
+        batch = next(iter(loader))
+        result[split] = [_describe(part) for part in batch]
+        print(f"{split}: " + "; ".join(result[split]))
+    return result
+
+
+def loader_speed(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, float]:
+    """Seconds to iterate the training loader twice (the second pass shows warm caches/workers)."""
+    dm = AudioDataModule(spec.train_set(), None, cfg["datasets"]["training"], {},
+                         train_sampler=spec.train_sampler)
+    loader = dm.train_dataloader()
+    result = {"batches": len(loader)}
+    for attempt in ("first_pass_seconds", "second_pass_seconds"):
+        start = time.perf_counter()
+        for i, _ in enumerate(loader):
+            if i % 20 == 0:
+                print(f"{i}/{len(loader)}", end="\r", flush=True)
+        result[attempt] = time.perf_counter() - start
+        print(f"{attempt}: {result[attempt]:.2f} s for {len(loader)} batches")
+    return result
+
+
+# ------------------------------------------------------------------------ the pieces of a run
+def run_folder(output_dir: str, name: str, run: Any, resume_from: str | None = None) -> Path:
+    """``<output_dir>/<experiment>/<time>-run<sacred id>``: checkpoints, logs and wandb files of one run.
+
+    All ranks of a DDP run use rank 0's folder: children launched by rank 0 inherit it through
+    ``PASST_RUN_DIR``; processes started by torchrun/SLURM name it after their shared job id.
+    Resuming from ``<run>/checkpoints/<file>.ckpt`` continues in ``<run>``: Lightning keeps its
+    record of the best checkpoints only when they stay in the same folder.
+    """
+    inherited = os.environ.get(RUN_DIR_ENV)
+    if inherited and not is_global_rank_zero():
+        return Path(inherited)
+    job = shared_job_id() if externally_launched_world_size() > 1 else None
+    checkpoint_dir = Path(resume_from).resolve().parent if resume_from else None
+    if checkpoint_dir is not None and checkpoint_dir.name == "checkpoints":
+        path = checkpoint_dir.parent
+    elif job is not None:
+        path = Path(output_dir) / name / f"job-{job}"
+    else:
+        run_id = getattr(run, "_id", None)
+        leaf = time.strftime("%Y%m%d-%H%M%S") + (f"-run{run_id}" if run_id is not None else f"-pid{os.getpid()}")
+        path = Path(output_dir) / name / leaf
+    os.environ[RUN_DIR_ENV] = str(path)
+    return path
+
+
+def check_dataset(dataset: Dataset, task: Task, n_classes: int, split: str) -> None:
+    """Fail before training when ``dataset`` is empty or its targets do not fit ``n_classes``."""
+    if len(dataset) == 0:
+        raise ValueError(f"The {split} set is empty; check the basedataset paths in the config.")
+    target = torch.as_tensor(dataset[0][2])
+    try:
+        task.check_targets(target, n_classes)
+    except ValueError as err:
+        raise ValueError(
+            f"The {split} set does not match the network: {err}. The network has models.net.n_classes="
+            f"{n_classes} outputs; set `with models.net.n_classes=<number of classes>` (and the dataset's "
+            f"n_classes, e.g. basedataset.n_classes) to the number of labels of the data.") from None
+
+
+def datamodule_for(spec: ExperimentSpec, cfg: dict[str, Any], run_dir: Path,
+                   training: bool = True) -> tuple[AudioDataModule, str, int]:
+    """The datasets (made now, so missing files and wrong targets fail before any training) and loaders.
+
+    Returns the data module, the file that collects clips failing to decode, and how many lines it
+    already holds (a resumed run's log keeps the failures of earlier attempts).
+    """
+    n_classes = net_output_classes(cfg["models"])
+    train_set = spec.train_set() if training else None
+    test_set = spec.test_set()
+    for split, dataset in (("training", train_set), ("test", test_set)):
+        if dataset is not None:
+            check_dataset(dataset, spec.task, n_classes, split)
+    corrupt_log = os.fspath(run_dir / "corrupt_clips.tsv")
+    for dataset in (test_set, train_set):
+        if dataset is not None:
+            corrupt_log = attach_corrupt_log(dataset, corrupt_log)
+    dm = AudioDataModule(train_set, test_set, cfg["datasets"]["training"], cfg["datasets"]["test"],
+                         train_sampler=spec.train_sampler, seed=cfg["seed"])
+    return dm, corrupt_log, count_corrupt(corrupt_log)
+
+
+def module_for(spec: ExperimentSpec, cfg: dict[str, Any], training: bool = True) -> AudioModule:
+    """The shared Lightning module with the configured network, front end, task and optimisation."""
+    lr_lambda = get_lr_lambda(cfg["schedule_mode"], cfg["warm_up_len"], cfg["ramp_down_start"],
+                              cfg["ramp_down_len"], cfg["last_lr_value"]) if training else None
+    module = AudioModule(
+        build_net(cfg["models"]), build_mel(cfg["models"]["mel"]), spec.task, lr_lambda=lr_lambda,
+        lr=cfg["lr"], adamw=cfg["adamw"], weight_decay=cfg["weight_decay"],
+        weight_decay_all=cfg["weight_decay_all"], mixup_alpha=cfg["mixup_alpha"] if cfg["use_mixup"] else None,
+        swa=bool(cfg["swa"]) and training, log_spectrograms=cfg["log_spectrograms"] if training else 0,
+    )
+    if cfg["compile"]:
+        module.net.compile()  # in place: parameter names (and checkpoint keys) stay net.*
+    return module
+
+
+def checkpoint_callbacks(spec: ExperimentSpec, cfg: dict[str, Any], run_dir: Path) -> tuple[ModelCheckpoint, ...]:
+    """The best checkpoint by the task's monitor (``val_mAP`` for AudioSet), and ``last.ckpt`` every epoch.
+
+    ``last.ckpt`` has a callback of its own: Lightning's ``save_last`` only writes it in epochs
+    that also wrote a best checkpoint, and a crash must not lose the epochs since then.
+    """
+    ckpt_cfg = dict(cfg["checkpointing"])
+    monitor = ckpt_cfg.pop("monitor", None) or f"val_{spec.task.monitor}"
+    mode = ckpt_cfg.pop("mode", None) or spec.task.monitor_mode
+    dirpath = ckpt_cfg.pop("dirpath", None) or str(run_dir / "checkpoints")
+    filename = ckpt_cfg.pop("filename", None) or f"best-epoch{{epoch:03d}}-{monitor}-{{{monitor}:.4f}}"
+    save_last = ckpt_cfg.pop("save_last", True)
+    best = ModelCheckpoint(dirpath=dirpath, filename=filename, monitor=monitor, mode=mode,
+                           auto_insert_metric_name=False, **ckpt_cfg)
+    if not save_last:
+        return (best,)
+    last = ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1,
+                           enable_version_counter=False)
+    return best, last
+
+
+def wandb_logger(spec: ExperimentSpec, cfg: dict[str, Any], run_dir: Path, run: Any):
+    """The WandbLogger of the ``wandb`` config; its files go to ``$WANDB_DIR`` or the run folder."""
+    wandb_cfg = dict(cfg["wandb"])
+    wandb_cfg["save_dir"] = wandb_cfg.get("save_dir") or os.environ.get("WANDB_DIR") or str(run_dir)
+    wandb_cfg["name"] = wandb_cfg.get("name") or f"{spec.name}-{run_dir.name}"
+    if is_global_rank_zero():
+        Path(wandb_cfg["save_dir"]).mkdir(parents=True, exist_ok=True)
+    logger = make_wandb_logger(wandb_cfg)
+    logger.log_hyperparams({**cfg, "sacred_run_id": getattr(run, "_id", None), "run_dir": str(run_dir)})
+    return logger
+
+
+def record_run_info(run: Any, module: AudioModule, corrupt_log: str, before: int) -> None:
+    """What every run stores in sacred's ``info``: network size, evaluated examples, clips that failed."""
+    run.info.update(n_params=sum(p.numel() for p in module.net.parameters()),
+                    val_examples=module.last_val_examples, corrupt_log=corrupt_log,
+                    corrupt_clips=count_corrupt(corrupt_log, before),
+                    corrupt_clip_examples=corrupt_examples(corrupt_log, before))
+
+
+def validation_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The ``val_*`` / ``swa_val_*`` entries of Lightning's metrics as floats."""
+    return {k: float(v) for k, v in sorted(metrics.items()) if "val_" in k}
+
+
+def _describe(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return f"tensor{tuple(value.shape)} {value.dtype}"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__} of {len(value)}: {list(value[:3])}{'...' if len(value) > 3 else ''}"
+    return repr(value)
