@@ -47,6 +47,8 @@ def test_training_leaves_sacred_run_checkpoints_and_offline_wandb_run(trained):
     keys = ckpt["state_dict"].keys()
     assert any(k.startswith("net.blocks.") for k in keys) and any(k.startswith("net_swa.blocks.") for k in keys)
     assert int(ckpt["state_dict"]["swa_n_averaged"]) == 2 and ckpt["epoch"] == 1
+    # the checkpoint alone rebuilds its network: the models config travels with it
+    assert ckpt["passt"]["experiment"] == "audioset" and ckpt["passt"]["models"] == run["config"]["models"]
 
     wandb_dir = Path(info["wandb"]["dir"])
     assert info["wandb"]["mode"] == "offline" and "offline-run-" in str(wandb_dir)

@@ -224,6 +224,8 @@ def module_for(spec: ExperimentSpec, cfg: dict[str, Any], training: bool = True)
         lr=cfg["lr"], adamw=cfg["adamw"], weight_decay=cfg["weight_decay"],
         weight_decay_all=cfg["weight_decay_all"], mixup_alpha=cfg["mixup_alpha"] if cfg["use_mixup"] else None,
         swa=bool(cfg["swa"]) and training, log_spectrograms=cfg["log_spectrograms"] if training else 0,
+        metadata={"experiment": spec.name, "models": cfg["models"],
+                  "class_names": spec.class_names() if spec.class_names else None},
     )
     if cfg["compile"]:
         module.net.compile()  # in place: parameter names (and checkpoint keys) stay net.*

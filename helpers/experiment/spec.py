@@ -20,6 +20,8 @@ class ExperimentSpec:
         train_set / test_set: build the datasets; called inside the run, so sacred-captured
             functions of a dataset ingredient work.
         train_sampler: optional training sampler (used when ``datasets.training.weighted_sampler``).
+        class_names: optional; the names of the network's outputs, stored in every checkpoint
+            (under ``"passt"``, with the ``models`` config) so predictions can be named later.
     """
 
     name: str
@@ -27,3 +29,4 @@ class ExperimentSpec:
     train_set: Callable[[], Dataset]
     test_set: Callable[[], Dataset]
     train_sampler: Callable[[], Sampler] | None = None
+    class_names: Callable[[], list[str]] | None = None

@@ -66,12 +66,14 @@ class AudioModule(pl.LightningModule):
         mixup_alpha: Beta parameter of batch mixup; None or 0 switches mixup off.
         swa: keep an averaged copy ``net_swa`` (updated by :class:`helpers.training.swa.SWACallback`).
         log_spectrograms: how many of the first training batches log a spectrogram image (wandb).
+        metadata: stored in every checkpoint under ``"passt"`` (the experiment writes the ``models``
+            config and the class names there, so a checkpoint alone rebuilds and names its network).
     """
 
     def __init__(self, net: nn.Module, mel: nn.Module | None, task: Task,
                  lr_lambda: Callable[[int], float] | None = None, lr: float = 2e-5, adamw: bool = True,
                  weight_decay: float = 1e-4, weight_decay_all: bool = False, mixup_alpha: float | None = 0.3,
-                 swa: bool = False, log_spectrograms: int = 2) -> None:
+                 swa: bool = False, log_spectrograms: int = 2, metadata: dict | None = None) -> None:
         super().__init__()
         self.net = net
         self.mel = mel
@@ -83,6 +85,7 @@ class AudioModule(pl.LightningModule):
         self.weight_decay_all = weight_decay_all
         self.mixup_alpha = mixup_alpha or None
         self.log_spectrograms = log_spectrograms
+        self.metadata = metadata
         self.net_swa = make_swa_copy(net) if swa else None
         # in the state dict: checkpoints and resumed runs keep counting the same average
         self.register_buffer("swa_n_averaged", torch.zeros((), dtype=torch.long))
@@ -186,6 +189,10 @@ class AudioModule(pl.LightningModule):
         rank_zero_warn("Validation sampler is not an unshuffled DistributedSampler: the gathered "
                        "evaluation set may contain duplicates.")
         return gathered_logits.flatten(0, 1), gathered_targets.flatten(0, 1)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.metadata is not None:
+            checkpoint["passt"] = self.metadata
 
     # ------------------------------------------------------------------------------- optimizers
     def parameter_groups(self) -> list[dict]:
