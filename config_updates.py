@@ -120,4 +120,4 @@ def add_configs(ex: Experiment) -> None:
     @ex.named_config
     def dynamic_roll():
         """Randomly roll (circularly shift) the training waveforms by up to 10000 samples."""
-        basedataset = dict(roll=True, roll_max_shift=10000)
+        basedataset = dict(roll=True, roll_conf=dict(axis=1, shift_range=10000))

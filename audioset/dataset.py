@@ -79,16 +79,17 @@ def default_config():
     sample_rate = 32000  # decode at this rate (Hz)
     clip_length = 10  # seconds; clips are zero-padded or cut to this
     n_classes = 527  # checked against the files' targets
-    gain_augment = 7  # random gain in +-gain_augment dB (0: off)
-    roll = False  # random circular time shift
-    roll_max_shift = None  # samples; None: any shift
-    wavmix = False  # waveform mixup of two clips
-    mixup_alpha = 0.3  # wavmix weight ~ Beta(mixup_alpha, mixup_alpha), the larger part kept
+    gain_augment = 7  # random gain of a whole number of dB in [-gain_augment, gain_augment - 1] (0: off)
+    roll = True  # random circular time shift
+    roll_conf = dict(axis=1, shift=None, shift_range=50)  # shift: fixed samples; None: uniform in +-shift_range
+    wavmix = True  # waveform mixup of two clips (means removed; the dominant clip keeps its name)
+    wavmix_beta = 2  # wavmix weight ~ Beta(wavmix_beta, wavmix_beta), the larger part kept
     wavmix_rate = 0.5  # share of the items that wavmix mixes
     sample_weight_offset = 100  # importance weight of a clip: sum over labels of 1000 / (count + offset)
+    sample_weight_sum = True  # False: the largest of the label weights instead of their sum
     epoch_len = 100000  # clips drawn per epoch by the weighted sampler
-    sampler_replace = True  # draw with replacement
-    sampler_seed = None  # base seed of the sampler (plus the epoch); None: derived from the run's seed
+    sampler_replace = False  # False: an epoch draws epoch_len distinct clips
+    sampler_seed = None  # base seed of the sampler (plus the epoch); None: the run's seed; 0: the original's
     strict_decoding = False  # True: a corrupt clip raises instead of being skipped
     corrupt_log = None  # file collecting skipped corrupt clips from all DataLoader workers
 
@@ -142,11 +143,11 @@ def build_training_set(
     sample_rate: int = 32000,
     clip_length: float = 10,
     n_classes: int = 527,
-    gain_augment: float = 7,
-    roll: bool = False,
-    roll_max_shift: int | None = None,
-    wavmix: bool = False,
-    mixup_alpha: float = 0.3,
+    gain_augment: int = 7,
+    roll: bool = True,
+    roll_conf: dict | None = None,
+    wavmix: bool = True,
+    wavmix_beta: float = 2,
     wavmix_rate: float = 0.5,
     strict_decoding: bool = False,
     corrupt_log: str | os.PathLike | None = None,
@@ -159,9 +160,9 @@ def build_training_set(
     if gain_augment:
         ds = GainAugmentDataset(ds, gain_augment)
     if roll:
-        ds = RollDataset(ds, roll_max_shift)
+        ds = RollDataset.from_roll_conf(ds, roll_conf)
     if wavmix:
-        ds = MixupDataset(ds, alpha=mixup_alpha, rate=wavmix_rate)
+        ds = MixupDataset(ds, beta=wavmix_beta, rate=wavmix_rate)
     return ds
 
 
@@ -183,15 +184,17 @@ def build_weighted_sampler(
     *,
     n_classes: int = 527,
     sample_weight_offset: float = 100,
+    sample_weight_sum: bool = True,
     epoch_len: int = 100000,
-    sampler_replace: bool = True,
+    sampler_replace: bool = False,
     seed: int = 0,
     num_replicas: int | None = None,
     rank: int | None = None,
 ) -> DistributedSamplerWrapper:
     """Class-balanced importance sampler over the clips of ``hdf5_paths`` (same order as the training set)."""
     weights = sample_weights_from_hdf5(
-        hdf5_paths, n_classes=n_classes, offset=sample_weight_offset, prepare_hint=prepare_command
+        hdf5_paths, n_classes=n_classes, offset=sample_weight_offset, prepare_hint=prepare_command,
+        weight_sum=sample_weight_sum,
     )
     sampler = make_weighted_sampler(weights, epoch_len=epoch_len, replacement=sampler_replace)
     return DistributedSamplerWrapper(sampler, num_replicas=num_replicas, rank=rank, seed=seed)
@@ -204,7 +207,7 @@ def _training_files(use_full_set: bool, balanced_train_hdf5: str, unbalanced_tra
 @dataset.capture
 def get_training_set(
     use_full_set, balanced_train_hdf5, unbalanced_train_hdf5, sample_rate, clip_length, n_classes, gain_augment,
-    roll, roll_max_shift, wavmix, mixup_alpha, wavmix_rate, strict_decoding, corrupt_log,
+    roll, roll_conf, wavmix, wavmix_beta, wavmix_rate, strict_decoding, corrupt_log,
 ) -> Dataset:
     """The training set with the configured augmentations.
 
@@ -214,7 +217,7 @@ def get_training_set(
     return build_training_set(
         _training_files(use_full_set, balanced_train_hdf5, unbalanced_train_hdf5), sample_rate=sample_rate,
         clip_length=clip_length, n_classes=n_classes, gain_augment=gain_augment, roll=roll,
-        roll_max_shift=roll_max_shift, wavmix=wavmix, mixup_alpha=mixup_alpha, wavmix_rate=wavmix_rate,
+        roll_conf=roll_conf, wavmix=wavmix, wavmix_beta=wavmix_beta, wavmix_rate=wavmix_rate,
         strict_decoding=strict_decoding, corrupt_log=corrupt_log,
     )
 
@@ -236,7 +239,7 @@ def get_test_set(eval_hdf5, sample_rate, clip_length, n_classes, strict_decoding
 @dataset.capture
 def get_ft_weighted_sampler(
     epoch_len, sampler_replace, use_full_set, balanced_train_hdf5, unbalanced_train_hdf5, n_classes,
-    sample_weight_offset, sampler_seed, _run,
+    sample_weight_offset, sample_weight_sum, sampler_seed, _run,
 ) -> DistributedSamplerWrapper:
     """Importance sampler over the training set of :func:`get_training_set`, split among DDP ranks.
 
@@ -245,7 +248,8 @@ def get_ft_weighted_sampler(
     seed = sampler_seed if sampler_seed is not None else _run.config["seed"]
     return build_weighted_sampler(
         _training_files(use_full_set, balanced_train_hdf5, unbalanced_train_hdf5), n_classes=n_classes,
-        sample_weight_offset=sample_weight_offset, epoch_len=epoch_len, sampler_replace=sampler_replace,
+        sample_weight_offset=sample_weight_offset, sample_weight_sum=sample_weight_sum, epoch_len=epoch_len,
+        sampler_replace=sampler_replace,
         seed=seed,
     )
 

@@ -42,6 +42,28 @@ def test_weights_match_the_formula_on_random_audioset_sized_labels():
     np.testing.assert_allclose(weights_from_packed_targets(packed, 527, 100), naive_weights(dense, 100))
 
 
+def test_max_over_labels_instead_of_the_sum():
+    dense = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1], [1, 0, 0], [0, 0, 0]], dtype=bool)
+    weights = weights_from_packed_targets(np.packbits(dense, axis=-1), 3, offset=100, weight_sum=False)
+    np.testing.assert_allclose(weights, [1000 / 103, 1000 / 101, 1000 / 101, 1000 / 103, 0.0])
+    rng = np.random.default_rng(1)
+    dense = rng.random((500, 527)) < 0.02
+    freq = dense.sum(axis=0)
+    expected = np.array([max([1000 / (freq[c] + 100) for c in np.flatnonzero(row)], default=0.0) for row in dense])
+    np.testing.assert_allclose(weights_from_packed_targets(np.packbits(dense, axis=-1), 527, 100, False), expected)
+
+
+def test_an_epoch_draws_distinct_clips_by_default():
+    weights = np.random.default_rng(2).random(300) * (np.arange(300) % 7 != 0)  # some zero weights
+    sampler = make_weighted_sampler(weights, epoch_len=200)
+    for _ in range(3):
+        drawn = list(sampler)
+        assert len(drawn) == 200 and len(set(drawn)) == 200  # no clip twice in one epoch
+        assert all(weights[i] > 0 for i in drawn)
+    ranks = [list(DistributedSamplerWrapper(sampler, num_replicas=2, rank=r, seed=5)) for r in range(2)]
+    assert len(set(ranks[0]) | set(ranks[1])) == 200  # the ranks share one epoch of distinct clips
+
+
 def test_wrong_packed_width_is_rejected():
     with pytest.raises(ValueError, match="uint8"):
         weights_from_packed_targets(np.zeros((4, 10), dtype=np.uint8), 527)

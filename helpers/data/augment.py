@@ -1,17 +1,18 @@
-"""Waveform-level augmentation wrappers shared by all datasets.
+"""Waveform-level augmentation wrappers shared by all datasets, with the original recipe's draws.
 
 Each wrapper takes a dataset whose items are ``(waveform [1, n] float32, name, target)`` and
 returns items of the same form:
 
-* :class:`GainAugmentDataset` -- multiply by a random gain, uniform in ``[-gain_db, +gain_db]`` dB.
-* :class:`RollDataset` -- ``np.roll`` the waveform by a random shift (circular time shift).
-* :class:`MixupDataset` -- waveform mixup ("wavmix"): with probability ``rate``, mix the clip with
-  a random other clip, ``x = lam * x1 + (1 - lam) * x2`` and ``y = lam * y1 + (1 - lam) * y2``
-  where ``lam ~ Beta(alpha, alpha)`` and ``lam = max(lam, 1 - lam)``, so the indexed clip always
-  dominates and its name stays meaningful. The scheme (mix rate, max(lam, 1 - lam)) follows the
-  original project's waveform mixup, which used Beta(2, 2) and removed each clip's mean first;
-  here alpha is the config's ``mixup_alpha`` and clips are mixed as they are (decoded audio has
-  no meaningful DC offset). The batch mixup of the training step is separate.
+* :class:`GainAugmentDataset` -- multiply by a gain of a whole number of decibels, uniform in
+  ``[-gain_db, gain_db - 1]`` (the original draws ``randint(2 * gain_db) - gain_db``).
+* :class:`RollDataset` -- circular time shift by a whole number of samples, uniform in
+  ``[-shift_range, shift_range]`` (or a fixed ``shift``).
+* :class:`MixupDataset` -- waveform mixup ("wavmix"): with probability ``rate``, the clip is mixed
+  with a uniformly drawn other clip: both have their mean removed, ``x = lam * x1 + (1 - lam) * x2``
+  is re-centred, and the targets are mixed with the same ``lam ~ Beta(beta, beta)`` folded to
+  ``max(lam, 1 - lam)``, so the indexed clip always dominates and its name stays meaningful. A
+  dataset with another target layout passes its own ``mix_targets`` (OpenMIC mixes masked labels).
+  The batch mixup of spectrograms in the training step is separate.
 * :func:`concat_datasets` -- one dataset made of several (e.g. balanced + unbalanced AudioSet).
 
 Randomness comes from torch's global generator, which the DataLoader seeds differently in every
@@ -20,14 +21,14 @@ worker (NumPy's global generator would repeat the same "random" values in each w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
-__all__ = ["GainAugmentDataset", "RollDataset", "MixupDataset", "concat_datasets", "folded_beta", "random_gain",
-           "random_roll"]
+__all__ = ["GainAugmentDataset", "RollDataset", "MixupDataset", "concat_datasets", "folded_beta", "mix_linearly",
+           "random_gain", "random_roll"]
 
 Item = tuple[np.ndarray, str, np.ndarray]
 
@@ -45,21 +46,25 @@ def folded_beta(alpha: float, n: int, device: torch.device | str | None = None) 
     return torch.maximum(lam, 1.0 - lam).float()
 
 
-def random_gain(wave: np.ndarray, gain_db: float) -> np.ndarray:
-    """``wave`` scaled by a gain drawn uniformly in ``[-gain_db, +gain_db]`` decibels."""
-    gain = (torch.rand(()).item() * 2.0 - 1.0) * gain_db
+def random_gain(wave: np.ndarray, gain_db: int) -> np.ndarray:
+    """``wave`` scaled by a whole number of decibels drawn uniformly from ``[-gain_db, gain_db - 1]``."""
+    gain = int(torch.randint(2 * gain_db, ())) - gain_db
     return wave * np.float32(10.0 ** (gain / 20.0))
 
 
-def random_roll(wave: np.ndarray, max_shift: int | None = None) -> np.ndarray:
-    """``wave`` circularly shifted along its last axis by a random shift in ``[-max_shift, max_shift]``.
+def random_roll(wave: np.ndarray, shift_range: int = 50, shift: int | None = None) -> np.ndarray:
+    """``wave`` circularly shifted along its last (time) axis.
 
-    ``max_shift=None`` allows any shift (uniform over the clip length).
+    By ``shift`` samples when given, else by a shift drawn uniformly from ``[-shift_range, shift_range]``.
     """
-    n = wave.shape[-1]
-    limit = n if max_shift is None else min(int(max_shift), n)
-    shift = int(torch.randint(-limit, limit + 1, ()).item())
+    if shift is None:
+        shift = int(torch.randint(-shift_range, shift_range + 1, ()))
     return np.roll(wave, shift, axis=-1)
+
+
+def mix_linearly(target1: np.ndarray, target2: np.ndarray, lam: float) -> np.ndarray:
+    """``lam * target1 + (1 - lam) * target2``: how wavmix mixes (multi-hot or one-hot) targets."""
+    return (lam * target1 + (1.0 - lam) * target2).astype(np.float32, copy=False)
 
 
 class _Wrapper(Dataset):
@@ -80,13 +85,13 @@ class _Wrapper(Dataset):
 
 
 class GainAugmentDataset(_Wrapper):
-    """Random gain in ``±gain_db`` dB on every item (``gain_db=0`` leaves items unchanged)."""
+    """Random whole-decibel gain on every item (see :func:`random_gain`; ``gain_db=0`` changes nothing)."""
 
-    def __init__(self, dataset: Dataset, gain_db: float = 7.0) -> None:
+    def __init__(self, dataset: Dataset, gain_db: int = 7) -> None:
         super().__init__(dataset)
-        if gain_db < 0:
-            raise ValueError(f"gain_db must be >= 0, got {gain_db}")
-        self.gain_db = float(gain_db)
+        if gain_db < 0 or int(gain_db) != gain_db:
+            raise ValueError(f"gain_augment must be a whole number of decibels >= 0, got {gain_db}")
+        self.gain_db = int(gain_db)
 
     def __getitem__(self, index: int) -> Item:
         wave, name, target = self.dataset[index]
@@ -98,41 +103,53 @@ class GainAugmentDataset(_Wrapper):
 class RollDataset(_Wrapper):
     """Random circular time shift of every item (see :func:`random_roll`)."""
 
-    def __init__(self, dataset: Dataset, max_shift: int | None = None) -> None:
+    def __init__(self, dataset: Dataset, shift_range: int = 50, shift: int | None = None) -> None:
         super().__init__(dataset)
-        self.max_shift = max_shift
+        if shift_range < 0:
+            raise ValueError(f"roll shift_range must be >= 0, got {shift_range}")
+        self.shift_range, self.shift = int(shift_range), shift
+
+    @classmethod
+    def from_roll_conf(cls, dataset: Dataset, roll_conf: dict | None) -> RollDataset:
+        """From the original's ``basedataset.roll_conf`` (``axis``, ``shift``, ``shift_range``)."""
+        conf = {"axis": 1, "shift": None, "shift_range": 50, **(roll_conf or {})}
+        if conf["axis"] not in (1, -1):
+            raise ValueError(f"basedataset.roll_conf.axis={conf['axis']}: only the time axis of the [1, samples] "
+                             f"waveforms (axis 1) can be rolled")
+        return cls(dataset, shift_range=conf["shift_range"], shift=conf["shift"])
 
     def __getitem__(self, index: int) -> Item:
         wave, name, target = self.dataset[index]
-        return random_roll(wave, self.max_shift), name, target
+        return random_roll(wave, self.shift_range, self.shift), name, target
 
 
 class MixupDataset(_Wrapper):
-    """Waveform mixup of an item with a random other item (module docstring has the formula).
+    """Waveform mixup of an item with a random other item (the module docstring has the recipe).
 
     Args:
         dataset: items ``(wave, name, target)`` with equal-length waves.
-        alpha: the Beta(alpha, alpha) parameter of the mixing weight.
-        rate: the probability that an item is mixed at all.
+        beta: the parameter of the ``Beta(beta, beta)`` mixing weight (the original: 2).
+        rate: the probability that an item is mixed at all (the original: 0.5).
+        mix_targets: ``f(target1, target2, lam) -> target``; a module-level function (it travels
+            to DataLoader workers). Default: :func:`mix_linearly`.
     """
 
-    def __init__(self, dataset: Dataset, alpha: float = 0.3, rate: float = 0.5) -> None:
+    def __init__(self, dataset: Dataset, beta: float = 2.0, rate: float = 0.5,
+                 mix_targets: Callable[[np.ndarray, np.ndarray, float], np.ndarray] = mix_linearly) -> None:
         super().__init__(dataset)
-        folded_beta(alpha, 0)  # validates alpha now rather than in a worker
+        folded_beta(beta, 0)  # validates beta now rather than in a worker
         if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"mixup rate must be in [0, 1], got {rate}")
-        self.alpha = float(alpha)
-        self.rate = float(rate)
+            raise ValueError(f"wavmix rate must be in [0, 1], got {rate}")
+        self.beta, self.rate, self.mix_targets = float(beta), float(rate), mix_targets
 
     def __getitem__(self, index: int) -> Item:
+        if float(torch.rand(())) >= self.rate:
+            return self.dataset[index]
         wave1, name1, target1 = self.dataset[index]
-        if torch.rand(()).item() >= self.rate:
-            return wave1, name1, target1
-        wave2, _, target2 = self.dataset[int(torch.randint(len(self.dataset), ()).item())]
-        lam = float(folded_beta(self.alpha, 1))
-        wave = (lam * wave1 + (1.0 - lam) * wave2).astype(np.float32, copy=False)
-        target = (lam * target1 + (1.0 - lam) * target2).astype(np.float32, copy=False)
-        return wave, name1, target
+        wave2, _, target2 = self.dataset[int(torch.randint(len(self.dataset), ()))]
+        lam = float(folded_beta(self.beta, 1))
+        wave = lam * (wave1 - wave1.mean()) + (1.0 - lam) * (wave2 - wave2.mean())
+        return (wave - wave.mean()).astype(np.float32, copy=False), name1, self.mix_targets(target1, target2, lam)
 
 
 def concat_datasets(datasets: Sequence[Dataset]) -> ConcatDataset:

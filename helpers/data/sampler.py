@@ -5,14 +5,16 @@ classes on a few hundred). Clips are therefore drawn with probability proportion
 
     weight(clip) = sum over the clip's labels l of 1000 / (frequency(l) + offset)
 
-where ``frequency(l)`` counts the training clips with label ``l`` and ``offset`` (the config key
+(``sample_weight_sum=False``: the maximum over the labels instead of the sum), where
+``frequency(l)`` counts the training clips with label ``l`` and ``offset`` (the config key
 ``sample_weight_offset``, default 100) keeps very rare classes from dominating. A clip without
-labels gets weight 0 and is never drawn.
+labels gets weight 0 and is never drawn. As in the original, an epoch draws ``epoch_len``
+distinct clips (without replacement) unless ``sampler_replace=True``.
 
 * :func:`weights_from_packed_targets` / :func:`sample_weights_from_hdf5` compute the weights from
   the packed targets (``np.packbits`` rows) with byte lookup tables, so 2M clips take a second or
   two and little memory (no unpacked [clips, 527] matrix).
-* :func:`make_weighted_sampler` draws ``epoch_len`` clips per epoch (with replacement by default).
+* :func:`make_weighted_sampler` draws ``epoch_len`` clips per epoch (without replacement by default).
 * :class:`DistributedSamplerWrapper` splits what any sampler draws among DDP ranks.
 """
 
@@ -64,13 +66,15 @@ def label_frequencies(packed: np.ndarray, n_classes: int) -> np.ndarray:
     return counts[:n_classes]
 
 
-def weights_from_packed_targets(packed: np.ndarray, n_classes: int, offset: float = 100.0) -> np.ndarray:
+def weights_from_packed_targets(packed: np.ndarray, n_classes: int, offset: float = 100.0,
+                                weight_sum: bool = True) -> np.ndarray:
     """Per-clip sampling weights ``sum_l 1000 / (freq_l + offset)`` (see the module docstring).
 
     Args:
         packed: ``np.packbits`` targets, ``uint8 [clips, ceil(n_classes/8)]``.
         n_classes: the number of labels.
         offset: added to every label frequency (``sample_weight_offset``).
+        weight_sum: sum the weights of a clip's labels (False: take their maximum).
 
     Returns:
         float64 weights of shape ``[clips]``.
@@ -87,9 +91,12 @@ def weights_from_packed_targets(packed: np.ndarray, n_classes: int, offset: floa
     padded[:n_classes] = label_weight
     weights = np.zeros(packed.shape[0])
     for col in range(packed.shape[1]):
-        # table[v] = summed weight of the labels whose bits are set in byte value v.
-        table = _BITS @ padded[col * 8 : col * 8 + 8]
-        weights += table[packed[:, col]]
+        # table[v] = summed (or largest) weight of the labels whose bits are set in byte value v.
+        label_weights = _BITS * padded[col * 8 : col * 8 + 8]
+        if weight_sum:
+            weights += label_weights.sum(axis=1)[packed[:, col]]
+        else:
+            np.maximum(weights, label_weights.max(axis=1)[packed[:, col]], out=weights)
     return weights
 
 
@@ -98,6 +105,7 @@ def sample_weights_from_hdf5(
     n_classes: int = 527,
     offset: float = 100.0,
     prepare_hint: Callable[[str], str] | None = None,
+    weight_sum: bool = True,
 ) -> np.ndarray:
     """Sampling weights over the clips of several HDF5 files, in file order.
 
@@ -114,11 +122,11 @@ def sample_weights_from_hdf5(
             parts.append(read_targets(hf, n_classes))
     if not parts:
         raise ValueError("sample_weights_from_hdf5 needs at least one HDF5 file")
-    return weights_from_packed_targets(np.concatenate(parts), n_classes, offset)
+    return weights_from_packed_targets(np.concatenate(parts), n_classes, offset, weight_sum)
 
 
 def make_weighted_sampler(
-    weights: np.ndarray | Sequence[float], epoch_len: int = 100_000, replacement: bool = True
+    weights: np.ndarray | Sequence[float], epoch_len: int = 100_000, replacement: bool = False
 ) -> WeightedRandomSampler:
     """A sampler drawing ``epoch_len`` clip indices per epoch with probability ∝ ``weights``."""
     weights = torch.as_tensor(np.asarray(weights), dtype=torch.double)
