@@ -114,8 +114,8 @@ def add_configs(ex: Experiment) -> None:
 
     @ex.named_config
     def passt():
-        """Use PaSST-S with the released AudioSet weights (get_model's defaults, stride 10)."""
-        models = {"net": {"arch": "passt_s_swa_p16_128_ap476", "fstride": 10, "tstride": 10, "pretrained": True}}
+        """PaSST-S with get_model's default released weights (passt_s_kd_p16_128_ap486, stride 10)."""
+        models = {"net": {"arch": "passt_s_kd_p16_128_ap486", "fstride": 10, "tstride": 10, "pretrained": True}}
 
     @ex.named_config
     def dynamic_roll():

@@ -8,7 +8,7 @@
 3. prints the validation metrics (chance: ROC-AUC 0.5; measured: 1.0 on the 8 evaluation clips) and where
    everything went.
 
-Spectrogram mixup, SpecAugment, patchout and the mel-range jitter are off: they regularise
+Spectrogram and waveform mixup, gain, SpecAugment, patchout and the mel-range jitter are off: they regularise
 large models on real data, but with a model this small and clips that are single tones they
 only slow learning down.
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
         named_configs=["mini_train", "tiny_model"],
         config_updates={
             "seed": 1,
-            "basedataset": {**data["basedataset_config"], "gain_augment": 0},
+            "basedataset": {**data["basedataset_config"], "gain_augment": 0, "wavmix": False},
             "datasets": {"training": {"batch_size": 8, "num_workers": 0},
                          "test": {"batch_size": 8, "num_workers": 0}},
             "models": {"net": {"depth": 2, "embed_dim": 64, "num_heads": 4, "s_patchout_t": 0, "s_patchout_f": 0},

@@ -364,7 +364,7 @@ def cut_blocks(model: PaSST, cut_depth: int) -> PaSST:
 
 
 def get_model(
-    arch: str = "passt_s_swa_p16_128_ap476",
+    arch: str = "passt_s_kd_p16_128_ap486",
     pretrained: bool = True,
     n_classes: int = 527,
     in_channels: int = 1,
@@ -382,7 +382,8 @@ def get_model(
 ) -> PaSST:
     """Build a PaSST network, optionally with the released weights of ``arch``.
 
-    The signature and defaults are those of the original framework; ``depth``, ``embed_dim`` and
+    The signature and defaults are those of the original framework (its ``get_model`` defaults to
+    the best single released model, ``passt_s_kd_p16_128_ap486``); ``depth``, ``embed_dim`` and
     ``num_heads`` override the architecture (for tiny models in tests and demos, from scratch),
     and ``cut_depth`` drops blocks of a pretrained model (see :func:`cut_blocks`).
 

@@ -2,7 +2,13 @@
 
 Pipeline: pre-emphasis, STFT with a symmetric Hann window, power, Kaldi mel filter banks
 (``torchaudio.compliance.kaldi``; fmin/fmax randomly shifted in training only),
-``log(x + 1e-5)``, per-example frequency and time masks (training only), then ``(x + 4.5) / 5``.
+``log(x + 1e-5)``, SpecAugment frequency and time masks (training only), then ``(x + 4.5) / 5``.
+
+SpecAugment: with the torchaudio versions the original framework pinned (0.11/0.13),
+``iid_masks=True`` on its ``[batch, n_mels, frames]`` input drew ONE frequency mask and ONE time
+mask shared by the whole batch (per-example masks needed a 4-D input), and the released models
+were trained that way; torchaudio 2.x draws one per example. The default here is the original's
+effective behaviour, a mask per batch; ``iid_masks=True`` gives one per example.
 """
 
 from __future__ import annotations
@@ -22,13 +28,16 @@ class AugmentMelSTFT(nn.Module):
     """Waveforms ``[batch, samples]`` to normalised log-mel spectrograms ``[batch, n_mels, frames]``.
 
     ``htk`` and ``norm`` are accepted for configuration compatibility with the original framework;
-    like there, the Kaldi mel banks are used regardless.
+    like there, the Kaldi mel banks are used regardless. ``fmin_aug_range=10, fmax_aug_range=2000``
+    are the values every original experiment and ``hear21passt`` pass (the original class's own
+    defaults, 1 and 1000, were never used for a released model). ``iid_masks``: one SpecAugment
+    mask per example instead of one per batch (module docstring).
     """
 
     def __init__(self, n_mels: int = 128, sr: int = 32000, win_length: int = 800, hopsize: int = 320,
                  n_fft: int = 1024, freqm: int = 48, timem: int = 192, htk: bool = False, fmin: float = 0.0,
                  fmax: float | None = None, norm: int = 1, fmin_aug_range: int = 10,
-                 fmax_aug_range: int = 2000) -> None:
+                 fmax_aug_range: int = 2000, iid_masks: bool = False) -> None:
         super().__init__()
         if fmin_aug_range < 1 or fmax_aug_range < 1:
             raise ValueError(f"fmin_aug_range={fmin_aug_range} and fmax_aug_range={fmax_aug_range} must "
@@ -44,8 +53,10 @@ class AugmentMelSTFT(nn.Module):
         self.register_buffer("preemphasis", torch.tensor([[[-0.97, 1.0]]]), persistent=False)
         # eval-mode banks never change: computed once instead of on every batch
         self.register_buffer("eval_mel_basis", self._mel_basis(fmin, fmax), persistent=False)
-        self.freqm = torchaudio.transforms.FrequencyMasking(freqm, iid_masks=True) if freqm else nn.Identity()
-        self.timem = torchaudio.transforms.TimeMasking(timem, iid_masks=True) if timem else nn.Identity()
+        # on [batch, n_mels, frames], torchaudio's iid_masks=False masks the batch as one (the original's behaviour)
+        self.iid_masks = iid_masks
+        self.freqm = torchaudio.transforms.FrequencyMasking(freqm, iid_masks=iid_masks) if freqm else nn.Identity()
+        self.timem = torchaudio.transforms.TimeMasking(timem, iid_masks=iid_masks) if timem else nn.Identity()
 
     def _mel_basis(self, fmin: float, fmax: float) -> torch.Tensor:
         banks, _ = get_mel_banks(self.n_mels, self.n_fft, float(self.sr), fmin, fmax,

@@ -11,8 +11,9 @@ import pytest
 
 from config_updates import ENSEMBLES, SHORT_NAMES
 from ex_audioset import ex
+from helpers.experiment import trainer as trainer_module
 from helpers.experiment.loggers import default_wandb_mode
-from helpers.experiment.trainer import build_trainer, resolve_precision
+from helpers.experiment.trainer import build_trainer, resolve_precision, translate_legacy_keys
 from models.passt import ARCHS, get_model
 from models.preprocess import AugmentMelSTFT
 
@@ -132,13 +133,46 @@ def test_library_arguments_beyond_the_defaults_are_accepted():
     assert config["trainer"]["gradient_clip_algorithm"] == "norm"
 
 
-def test_fp16_mixed_precision_means_bf16_on_the_cpu():
-    assert resolve_precision(16, "cpu") == "bf16-mixed"
-    assert resolve_precision("16-mixed", "cpu") == "bf16-mixed"
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_half_precision_on_a_cpu_only_where_it_is_native(monkeypatch, caplog, native_bf16):
+    monkeypatch.setattr(trainer_module, "cpu_has_fast_bf16", lambda: native_bf16)
+    half = "bf16-mixed" if native_bf16 else "32-true"
+    caplog.set_level("WARNING")
+    for asked in (16, "16", "16-mixed", "bf16-mixed"):
+        assert resolve_precision(asked, "cpu") == half, asked
     assert resolve_precision("32-true", "cpu") == "32-true"
-    assert resolve_precision("16-mixed", "gpu") == "16-mixed"
+    assert resolve_precision("16-mixed", "gpu") == "16-mixed"  # GPUs have fp16
+    assert ("no native bfloat16" in caplog.text) is not native_bf16  # the fallback says why
+    assert trainer_module.default_precision() == half  # the default follows the same decision
     trainer = build_trainer({"max_epochs": 1, "accelerator": "cpu", "precision": 16})
-    assert trainer.precision == "bf16-mixed"
+    assert trainer.precision == half
+
+
+def test_lightning_1_trainer_keys_are_translated_with_one_warning_each(caplog):
+    legacy = {"gpus": 0, "accelerator": "ddp", "weights_summary": None, "reload_dataloaders_every_epoch": True,
+              "amp_backend": "native", "checkpoint_callback": False, "max_steps": None}
+    with caplog.at_level("WARNING"):
+        cfg = translate_legacy_keys(legacy)
+    assert cfg == {"accelerator": "auto", "strategy": "ddp", "enable_model_summary": False,
+                   "reload_dataloaders_every_n_epochs": 1, "enable_checkpointing": False, "max_steps": -1}
+    assert translate_legacy_keys({"gpus": 2}) == {"accelerator": "gpu", "devices": 2}
+    assert translate_legacy_keys({"accelerator": "cpu", "max_steps": 5}) == {"accelerator": "cpu", "max_steps": 5}
+    for key in ("accelerator", "weights_summary", "reload_dataloaders_every_epoch", "amp_backend",
+                "checkpoint_callback", "max_steps"):
+        assert sum(f"trainer.{key}=" in r.message for r in caplog.records) == 1, key
+    # the original's trainer config builds a Lightning 2 Trainer
+    trainer = build_trainer({"max_epochs": 1, "gpus": 0, "weights_summary": "full", "benchmark": True,
+                             "num_sanity_val_steps": 0, "precision": 16, "reload_dataloaders_every_epoch": True,
+                             "accelerator": "cpu"})
+    assert trainer.reload_dataloaders_every_n_epochs == 1
+
+
+@pytest.mark.parametrize(("key", "value", "replacement"), [
+    ("resume_from_checkpoint", "a.ckpt", "ckpt_path="), ("stochastic_weight_avg", True, "swa=True"),
+    ("accelerator", "dp", "trainer.strategy=ddp"), ("auto_lr_find", True, "lr_find")])
+def test_lightning_1_keys_without_an_equivalent_name_the_replacement_before_any_work(key, value, replacement):
+    with pytest.raises(ValueError, match=re.escape(replacement)):
+        config_of(trainer={key: value})
 
 
 def test_wandb_is_offline_without_an_account(monkeypatch, tmp_path):

@@ -3,6 +3,7 @@
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers.logger import Logger
 from torch.utils.data import DataLoader, Dataset
 
 from helpers.training.module import AudioModule, no_weight_decay_names
@@ -102,21 +103,60 @@ def test_the_swa_copy_is_not_optimised():
     assert all(not p.requires_grad for p in module.net_swa.parameters())
 
 
-def test_training_with_swa_validates_both_nets_and_checkpoints_both(tmp_path):
+class MetricsLog(Logger):
+    """Keeps every logged dict in memory."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = []
+
+    name, version = "memory", 0
+
+    def log_metrics(self, metrics, step=None):
+        self.rows.append(dict(metrics))
+
+    def log_hyperparams(self, *args, **kwargs):
+        pass
+
+
+class EpochStartWeights(pl.Callback):
+    """The live weights at the start of every epoch."""
+
+    def __init__(self):
+        self.weights = {}
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.weights[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
+
+
+@pytest.mark.parametrize(("swa_epoch_start", "swa_freq", "max_epochs", "averaged"), [
+    (3, 2, 6, [2, 4]),  # like the AudioSet (50, 5): the weights after 49, 54, ..., 129 epochs
+    (2, 1, 4, [1, 2, 3]),  # the downstream (2, 1): after 1, 2, ... epochs, never the final weights
+])
+def test_swa_averages_the_original_snapshots_and_validates_them_when_updated(
+        tmp_path, swa_epoch_start, swa_freq, max_epochs, averaged):
     module = tiny_module(swa=True, mixup_alpha=0.3, log_spectrograms=0)
-    loader = DataLoader(ToneSet(12), batch_size=4)
+    recorder, log = EpochStartWeights(), MetricsLog()
+    trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=log, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                         log_every_n_steps=1, callbacks=[recorder, SWACallback(swa_epoch_start, swa_freq)])
+    trainer.fit(module, train_dataloaders=DataLoader(ToneSet(8), batch_size=4),
+                val_dataloaders=DataLoader(ToneSet(7), batch_size=3))
+    assert int(module.swa_n_averaged) == len(averaged)
+    expected = {k: torch.stack([recorder.weights[e][k] for e in averaged]).mean(0) for k in recorder.weights[0]}
+    for key, value in module.net_swa.state_dict().items():
+        torch.testing.assert_close(value, expected[key], msg=key)
+    validated = sorted(int(row["epoch"]) for row in log.rows if "swa_val_loss" in row)
+    assert validated == averaged  # the average is validated in the epochs that changed it, only
+    assert sum("val_mAP" in row for row in log.rows) == max_epochs and module.last_val_examples == 7
+
+
+def test_checkpoints_hold_both_networks(tmp_path):
+    module = tiny_module(swa=True, log_spectrograms=0)
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
-                         callbacks=[SWACallback(swa_epoch_start=0, swa_freq=1)])
-    trainer.fit(module, train_dataloaders=loader, val_dataloaders=DataLoader(ToneSet(7), batch_size=3))
-    metrics = trainer.callback_metrics
-    for key in ("val_mAP", "val_roc_auc", "val_loss", "swa_val_mAP", "swa_val_loss"):
-        assert key in metrics, key
-    assert module.last_val_examples == 7
-    assert int(module.swa_n_averaged) == 2
-    # the average differs from the live weights after two different snapshots
-    assert not torch.equal(module.net.head[1].weight, module.net_swa.head[1].weight)
-
+                         limit_val_batches=0, callbacks=[SWACallback(swa_epoch_start=2, swa_freq=1)])
+    trainer.fit(module, train_dataloaders=DataLoader(ToneSet(8), batch_size=4))
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
     state = torch.load(path, weights_only=False)["state_dict"]
@@ -150,6 +190,6 @@ def test_build_module_follows_the_config_and_compiles_in_place(monkeypatch):
     module = build_module(spec, _config(compile=True, swa=True, use_mixup=False))
     assert compiled == [module.net]
     assert module.net_swa is not None and module.mixup_alpha is None
-    assert all(k.startswith(("net.", "net_swa.", "swa_n")) for k in module.state_dict())
+    assert all(k.startswith(("net.", "net_swa.", "swa_")) for k in module.state_dict())
     plain = build_module(spec, _config(swa=False), training=False)
     assert plain.net_swa is None and plain.lr_lambda is None and plain.mixup_alpha == 0.3

@@ -48,15 +48,31 @@ def test_eval_is_deterministic_and_training_augments():
     assert not torch.allclose(mel(wave), mel(wave))  # fmin/fmax shifted per call
 
 
-def test_specaugment_masks_are_drawn_per_example():
+def _masked_rows_and_columns(out: torch.Tensor) -> tuple[list, list]:
+    """Per example: which mel rows and which frames are masked (masked cells hold 0 before normalising)."""
+    masked = out == (0 + 4.5) / 5
+    return [m.all(dim=1).nonzero().flatten().tolist() for m in masked], [m.all(dim=0).nonzero().flatten().tolist()
+                                                                        for m in masked]
+
+
+def test_specaugment_draws_one_mask_per_batch_as_the_original():
     mel = AugmentMelSTFT(freqm=48, timem=40, fmin_aug_range=1, fmax_aug_range=1).train()
-    wave = torch.randn(1, 32000).repeat(8, 1)  # 8 identical examples
+    wave = torch.randn(8, 32000)  # 8 different examples
     torch.manual_seed(0)
-    out = mel(wave)
-    floor = (0 + 4.5) / 5  # masked cells hold 0 before the normalisation
-    masked = (out == floor)
-    assert masked.any()
-    assert len({m.flatten().nonzero().flatten().tolist().__repr__() for m in masked}) > 1
+    widths = []
+    for _ in range(30):
+        rows, cols = _masked_rows_and_columns(mel(wave))
+        assert all(r == rows[0] for r in rows) and all(c == cols[0] for c in cols)  # shared by the batch
+        assert rows[0] == list(range(rows[0][0], rows[0][0] + len(rows[0]))) if rows[0] else True  # one band
+        widths.append(len(rows[0]))
+    assert max(widths) < 48 and len(set(widths)) > 5  # width uniform below freqm
+
+
+def test_iid_masks_draws_one_mask_per_example():
+    mel = AugmentMelSTFT(freqm=48, timem=40, fmin_aug_range=1, fmax_aug_range=1, iid_masks=True).train()
+    torch.manual_seed(0)
+    rows, cols = _masked_rows_and_columns(mel(torch.randn(8, 32000)))
+    assert len({repr(r) for r in rows}) > 1 and len({repr(c) for c in cols}) > 1
 
 
 def test_front_end_stays_fp32_under_autocast():

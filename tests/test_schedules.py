@@ -38,6 +38,19 @@ def test_cos_cyc_cycles_from_last_value_to_one_and_stops_at_a_cycle_boundary():
     assert f(61) == f(200) == 0.01
 
 
+@pytest.mark.parametrize(("cycle_len", "ramp_down_start"), [(5, 50), (5, 52), (4, 50), (7, 30), (3, 1)])
+def test_cos_cyc_has_the_original_phase_for_odd_cycles_too(cycle_len, ramp_down_start):
+    """Against the original's formula written out: phase (epoch + L // 2) / L, stop at L + (start - 1) // L * L."""
+    last = 0.01
+    stop = cycle_len + (ramp_down_start - 1) // cycle_len * cycle_len
+    f = cosine_cycle(cycle_len, ramp_down_start, last)
+    for epoch in range(stop + 10):
+        phase = (epoch + float(cycle_len // 2)) / cycle_len
+        expected = last if epoch > stop else last + (1 - last) * 0.5 * (math.cos(2 * math.pi * phase) + 1)
+        assert f(epoch) == pytest.approx(expected), epoch
+    assert cosine_cycle(5, 50, last)(0) == pytest.approx(last + (1 - last) * 0.5 * (math.cos(0.8 * math.pi) + 1))
+
+
 def test_get_lr_lambda_selects_mode_and_rejects_unknown():
     assert get_lr_lambda("exp_lin", 5, 50, 50, 0.01)(100) == pytest.approx(0.01)
     assert get_lr_lambda("cos_cyc", 20, 50, 50, 0.01)(10) == pytest.approx(1.0)

@@ -33,9 +33,13 @@ def test_first_average_copies_the_weights():
     assert torch.allclose(avg[0].bias, torch.ones(2))
 
 
-@pytest.mark.parametrize(("epoch", "expected"), [(49, False), (50, True), (54, False), (55, True), (60, True)])
-def test_swa_epochs_start_then_every_freq(epoch, expected):
-    assert is_swa_epoch(epoch, swa_epoch_start=50, swa_freq=5) is expected
+def test_the_audioset_schedule_averages_the_original_17_snapshots():
+    # the original callback: start of epochs max(start - 1, 0), +freq, ... up to max_epochs - 1
+    epochs = [e for e in range(130) if is_swa_epoch(e, swa_epoch_start=50, swa_freq=5)]
+    assert epochs == list(range(49, 130, 5)) and len(epochs) == 17
+    assert [e for e in range(10) if is_swa_epoch(e, 2, 1)] == list(range(1, 10))  # ESC-50 / OpenMIC
+    assert [e for e in range(50) if is_swa_epoch(e, 10, 3)] == list(range(9, 50, 3))  # FSD50K
+    assert [e for e in range(4) if is_swa_epoch(e, 0, 1)] == [0, 1, 2, 3]
 
 
 def test_invalid_freq_is_rejected():
@@ -49,19 +53,19 @@ class _Module(nn.Module):
         self.net = _net(0.0)
         self.net_swa = make_swa_copy(self.net)
         self.register_buffer("swa_n_averaged", torch.zeros((), dtype=torch.long))
+        self.register_buffer("swa_last_epoch", torch.full((), -1, dtype=torch.long))
 
 
-def test_callback_averages_after_the_last_batch_of_scheduled_epochs_only():
+def test_callback_averages_at_the_start_of_scheduled_epochs_once():
     module = _Module()
-    cb = SWACallback(swa_epoch_start=1, swa_freq=2)
+    cb = SWACallback(swa_epoch_start=2, swa_freq=2)
     for epoch in range(6):
         with torch.no_grad():
             for p in module.net.parameters():
-                p.fill_(float(epoch))
-        trainer = SimpleNamespace(current_epoch=epoch, num_training_batches=3)
-        for batch_idx in range(3):
-            cb.on_train_batch_end(trainer, module, None, None, batch_idx)
-        cb.on_train_epoch_end(trainer, module)  # must not average a second time
+                p.fill_(float(epoch))  # the weights after `epoch` completed epochs
+        trainer = SimpleNamespace(current_epoch=epoch)
+        cb.on_train_epoch_start(trainer, module)
+        cb.on_train_epoch_start(trainer, module)  # a resumed run starting this epoch again: no second fold
     # epochs 1, 3, 5 averaged: (1 + 3 + 5) / 3
-    assert int(module.swa_n_averaged) == 3
+    assert int(module.swa_n_averaged) == 3 and int(module.swa_last_epoch) == 5
     assert torch.allclose(module.net_swa[0].weight, torch.full((2, 2), 3.0))

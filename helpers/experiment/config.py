@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from helpers.data.loaders import OWN_LOADER_KEYS
 from helpers.experiment.ddp import ddp_processes_from_env
 from helpers.experiment.loggers import default_wandb_mode
-from helpers.experiment.trainer import default_precision
+from helpers.experiment.trainer import LEGACY_TRAINER_KEYS, default_precision, translate_legacy_keys
 from models.passt import get_model
 from models.preprocess import AugmentMelSTFT
 
@@ -184,6 +184,7 @@ def shared_config(experiment: str = "audioset") -> DescribedConfig:
     c.add("swa_epoch_start", 50, "first epoch (0-based) folded into the average")
     c.add("swa_freq", 5, "then every swa_freq epochs")
     c.add("compile", False, "torch.compile the network")
+    c.add("per_rank_seed", True, "DDP ranks reseed with seed + rank (False: the same draws on all, as the original)")
     c.add("log_spectrograms", 2, "first training batches with a spectrogram image in wandb")
     c.add("output_dir", "outputs", "run folders: <output_dir>/<experiment>/<time>-run<id>")
     c.add("ckpt_path", None, "resume training from this Lightning checkpoint (.../checkpoints/last.ckpt)")
@@ -198,7 +199,7 @@ def _library_sections() -> dict[str, set[str]]:
 
     loader = _arguments(DataLoader.__init__, exclude=("dataset", "sampler")) | set(OWN_LOADER_KEYS)
     return {
-        "trainer": _arguments(pl.Trainer.__init__, exclude=("logger", "callbacks")),
+        "trainer": _arguments(pl.Trainer.__init__, exclude=("logger", "callbacks")) | set(LEGACY_TRAINER_KEYS),
         "models.net": set(signature_defaults(get_model)),
         "models.mel": set(signature_defaults(AugmentMelSTFT)),
         "datasets.training": loader,
@@ -257,6 +258,7 @@ def check_config(cfg: dict[str, Any], defaults: dict[str, Any]) -> None:
     is a typo. The error names the closest valid keys. ``models.ensemble`` entries are checked too.
     """
     sections = _library_sections()
+    translate_legacy_keys(cfg.get("trainer", {}), announce=False)  # Lightning 1.x keys without an equivalent
     known = set(_paths(defaults)) | {"seed"}
     for path in _paths(cfg):
         if path in known or path.startswith("__doc__") or path.endswith(".__doc__"):

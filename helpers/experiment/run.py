@@ -29,7 +29,7 @@ from helpers.experiment.ddp import (
 from helpers.experiment.loggers import SacredLogger, finish_wandb, make_wandb_logger
 from helpers.experiment.models import build_mel, build_net, net_output_classes
 from helpers.experiment.spec import ExperimentSpec
-from helpers.experiment.trainer import build_trainer, resolve_precision, runs_on_cpu
+from helpers.experiment.trainer import build_trainer, resolve_precision, runs_on_cpu, translate_legacy_keys
 from helpers.training.module import AudioModule
 from helpers.training.optim import make_optimizer
 from helpers.training.schedules import get_lr_lambda
@@ -49,7 +49,9 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
     datamodule, corrupt_log, corrupt_before = datamodule_for(spec, cfg, run_dir, training=True)
     module = module_for(spec, cfg, training=True)
     checkpointing = checkpoint_callbacks(spec, cfg, run_dir)
-    callbacks: list[pl.Callback] = [*checkpointing, LearningRateMonitor(logging_interval="epoch"), PerRankSeed(seed)]
+    callbacks: list[pl.Callback] = [*checkpointing, LearningRateMonitor(logging_interval="epoch")]
+    if cfg["per_rank_seed"]:
+        callbacks.append(PerRankSeed(seed))
     if cfg["swa"]:
         callbacks.append(SWACallback(cfg["swa_epoch_start"], cfg["swa_freq"]))
     loggers = [SacredLogger(run), wandb_logger(spec, cfg, run_dir, run)]
@@ -95,10 +97,10 @@ def evaluate(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> 
 
 def speed_test(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, float]:
     """Training steps per second of the network on random spectrograms (no data loading)."""
-    st = cfg["speed_test"]
-    accelerator = cfg["trainer"].get("accelerator", "auto")
+    st, trainer_cfg = cfg["speed_test"], translate_legacy_keys(cfg["trainer"])
+    accelerator = trainer_cfg.get("accelerator", "auto")
     device = torch.device("cpu" if runs_on_cpu(accelerator) or not torch.cuda.is_available() else "cuda")
-    precision = resolve_precision(cfg["trainer"].get("precision"), "cpu" if device.type == "cpu" else "gpu")
+    precision = resolve_precision(trainer_cfg.get("precision"), "cpu" if device.type == "cpu" else "gpu")
     dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(str(precision).split("-")[0])
     net = build_net(cfg["models"]).to(device).train()
     batch = int(st["batch_size"])

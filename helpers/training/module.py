@@ -8,7 +8,7 @@ as a :class:`helpers.training.tasks.Task`.
 Validation keeps the logits and targets of the whole evaluation set, gathers them from all
 processes (DDP), drops the padding ``DistributedSampler`` adds, and computes the task metrics on
 the full set on every rank, logged as ``val_<metric>`` and ``val_loss``. With SWA the averaged
-network is evaluated beside the live one as ``swa_val_<metric>``.
+network is evaluated beside the live one as ``swa_val_<metric>`` in the epochs that updated it.
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ class AudioModule(pl.LightningModule):
         self.net_swa = make_swa_copy(net) if swa else None
         # in the state dict: checkpoints and resumed runs keep counting the same average
         self.register_buffer("swa_n_averaged", torch.zeros((), dtype=torch.long))
+        self.register_buffer("swa_last_epoch", torch.full((), -1, dtype=torch.long))  # last epoch that updated it
         self._val_outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         #: examples in the last computed validation (after removing DDP padding)
         self.last_val_examples = 0
@@ -109,9 +110,9 @@ class AudioModule(pl.LightningModule):
         return self.net(self.mel_forward(wave))
 
     def evaluated_nets(self) -> list[tuple[str, nn.Module]]:
-        """``(metric prefix, network)`` pairs validated: the live net, and the SWA average once it exists."""
+        """``(metric prefix, network)`` pairs validated: the live net, and the SWA average in epochs that updated it."""
         nets = [("", self.net)]
-        if self.net_swa is not None and int(self.swa_n_averaged) > 0:
+        if self.net_swa is not None and int(self.swa_last_epoch) == self.current_epoch:
             nets.append(("swa_", self.net_swa))
         return nets
 

@@ -58,21 +58,24 @@ def exp_warmup_linear_down(warm_up_len: int, ramp_down_len: int, ramp_down_start
 
 
 def cosine_cycle(cycle_len: int, ramp_down_start: int, last_lr_value: float) -> LrLambda:
-    """The ``cos_cyc`` schedule: cosine cycles between ``last_lr_value`` and 1 of ``cycle_len`` epochs.
+    """The ``cos_cyc`` schedule: cosine cycles between ``last_lr_value`` and 1, ``cycle_len`` epochs each.
 
-    Each cycle starts at ``last_lr_value``, rises to 1 at its middle (the first half-cycle is the
-    warm-up) and falls back. Cycling stops at the first cycle boundary at or after
-    ``ramp_down_start``; from there the multiplier stays ``last_lr_value``. The original framework
-    used ``warm_up_len`` as the cycle length, and so does :func:`get_lr_lambda`.
+    As the original: the phase is ``(epoch + cycle_len // 2) / cycle_len`` and the multiplier
+    ``last + (1 - last) * (cos(2 pi phase) + 1) / 2``, so for even cycle lengths each cycle starts
+    at ``last_lr_value`` and peaks in its middle (for odd ones, half an epoch earlier). Cycling stops
+    after epoch ``cycle_len + (ramp_down_start - 1) // cycle_len * cycle_len`` (the first cycle
+    boundary at or after ``ramp_down_start``); from then on the multiplier is ``last_lr_value``.
+    The original used ``warm_up_len`` as the cycle length, and so does :func:`get_lr_lambda`.
     """
     if cycle_len <= 0:
         raise ValueError(f"cos_cyc needs a positive cycle length (warm_up_len), got {cycle_len}")
-    stop = math.ceil(ramp_down_start / cycle_len) * cycle_len
+    stop = cycle_len + (ramp_down_start - 1) // cycle_len * cycle_len
 
     def multiplier(epoch: int) -> float:
         if epoch > stop:
             return last_lr_value
-        return last_lr_value + (1.0 - last_lr_value) * 0.5 * (1.0 - math.cos(2.0 * math.pi * epoch / cycle_len))
+        phase = (epoch + cycle_len // 2) / cycle_len
+        return last_lr_value + (1.0 - last_lr_value) * 0.5 * (math.cos(2.0 * math.pi * phase) + 1.0)
 
     return multiplier
 
