@@ -77,7 +77,11 @@ def test_print_config_shows_the_original_audioset_defaults(printed_config):
                  "schedule_mode = 'exp_lin'", "weight_decay = 0.0001", "max_epochs = 130",
                  "s_patchout_t = 40", "s_patchout_f = 4", "freqm = 48", "timem = 192", "batch_size = 12",
                  "batch_size = 20", "use_mixup = True", "swa = True", "adamw = True",
-                 "arch = 'passt_deit_bd_p16_384'", "project = 'passt_audioset'"]:
+                 "arch = 'passt_deit_bd_p16_384'", "project = 'passt_audioset'", "iid_masks = False",
+                 "fmin_aug_range = 10", "fmax_aug_range = 2000", "gain_augment = 7", "roll = True",
+                 "shift_range = 50", "wavmix = True", "wavmix_beta = 2", "wavmix_rate = 0.5",
+                 "sampler_replace = False", "sample_weight_sum = True", "sample_weight_offset = 100",
+                 "epoch_len = 100000", "weight_decay_all = False"]:
         assert line in printed_config, line
 
 
