@@ -1,7 +1,8 @@
 """The Lightning Trainer from the ``trainer`` config, with mixed precision wherever it is offered.
 
 Precision: the config default is the fastest mixed precision the machine offers, chosen when
-the config is made (see :func:`default_precision`): on GPUs ``bf16-mixed`` where supported
+the config is made (see :func:`default_precision`, which follows
+:func:`models.hardware.fastest_autocast_dtype`): on GPUs ``bf16-mixed`` where supported
 (Ampere and newer; no loss scaling needed), else ``16-mixed``; on CPUs ``bf16-mixed`` when
 oneDNN has native bf16 kernels (AVX512-BF16/AMX; ~1.8x faster ViT blocks on such a CPU), else
 ``32-true``. The original's ``trainer.precision=16`` keeps working: fp16 autocast is not offered
@@ -17,24 +18,17 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from models.hardware import fastest_autocast_dtype
+
 _logger = logging.getLogger(__name__)
 
 FP16_MIXED = (16, "16", "16-mixed")
 
 
-def cpu_has_fast_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def default_precision() -> str:
     """The default ``trainer.precision`` for this machine (module docstring)."""
-    if torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed", None: "32-true"}[fastest_autocast_dtype(device)]
 
 
 def runs_on_cpu(accelerator: Any) -> bool:
