@@ -39,7 +39,7 @@ def load_model(spec: str, swa: bool = False, arch: str | None = None) -> Inferen
     if Path(spec).is_file():
         return load_checkpoint(spec, swa=swa, arch=arch)
     if spec.endswith((".ckpt", ".pt", ".pth")):
-        raise SystemExit(f"error: checkpoint file not found: {spec}")
+        raise FileNotFoundError(f"checkpoint file not found: {spec}")
     if spec in ENSEMBLES:
         return load_ensemble(ENSEMBLES[spec][1], name=spec)
     return load_released(SHORT_NAMES[spec][0] if spec in SHORT_NAMES else spec)
@@ -58,7 +58,7 @@ def class_names_for(model: InferenceModel, labels: str | None) -> list[str]:
     if labels:
         names = read_user_labels(labels)
         if len(names) != model.n_classes:
-            raise SystemExit(f"error: {labels} names {len(names)} classes but the model has {model.n_classes} outputs")
+            raise ValueError(f"{labels} names {len(names)} classes but the model has {model.n_classes} outputs")
         return names
     if model.class_names is not None:
         return model.class_names
@@ -108,17 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     files = find_audio_files(args.inputs)
     if not files:
-        raise SystemExit(f"error: no audio files found in {' '.join(args.inputs)}")
+        raise FileNotFoundError(f"no audio files found in {' '.join(args.inputs)}")
     model = load_model(args.model, args.swa, args.arch).place(args.device, args.precision)
     names = class_names_for(model, args.labels)
     sr = model.sample_rate
     window = round(args.window * sr) if args.window else model.window
     if not model.min_samples <= window <= model.max_samples:
-        raise SystemExit(f"error: --window must be between {model.min_samples / sr:.3f} and "
+        raise ValueError(f"--window must be between {model.min_samples / sr:.3f} and "
                          f"{model.max_samples / sr:.3f} s for this model")
     hop = round(args.hop * sr) if args.hop else window // 2
     if not 0 < hop <= window:
-        raise SystemExit("error: --hop must be positive and at most the window")
+        raise ValueError("--hop must be positive and at most the window")
     print(f"{model.describe()}; hop {hop / sr:g} s; {len(files)} file(s)", file=sys.stderr)
 
     if args.embeddings:
@@ -155,4 +155,5 @@ if __name__ == "__main__":
         sys.exit(main())
     except (CheckpointError, FileNotFoundError, RuntimeError, ValueError) as err:
         # what the user can fix (unknown model, offline without a file, bad labels file): no traceback
-        sys.exit(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

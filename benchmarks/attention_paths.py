@@ -10,6 +10,7 @@ device and precision, naming the machine).
     .venv/bin/python benchmarks/attention_paths.py                 # fp32 on the CPU, print only
     .venv/bin/python benchmarks/attention_paths.py --record        # ... and record it
     .venv/bin/python benchmarks/attention_paths.py --dtype bfloat16 --record   # only where bf16 is native
+    .venv/bin/python benchmarks/attention_paths.py --breakdown 1190   # where a block's time goes, per path
 """
 
 from __future__ import annotations
@@ -59,6 +60,43 @@ def measure(tokens: int, dtype: torch.dtype, device: str, batch: int, reps: int,
     return {f"{path}_ms": min(t) for path, t in times.items()}
 
 
+#: how profiler ops are grouped by --breakdown (self time; anything else is "other")
+GROUPS = {"matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
+          "fused attention kernel": ("aten::_scaled_dot_product_flash_attention_for_cpu",
+                                     "aten::_scaled_dot_product_flash_attention_for_cpu_backward"),
+          "softmax": ("aten::_softmax", "aten::_softmax_backward_data")}
+
+
+def breakdown(tokens: int, dtype: torch.dtype, device: str, batch: int) -> None:
+    """Where the time of one PaSST-S block (forward + backward) goes, for each attention path."""
+    from timm.models.vision_transformer import Block
+
+    torch.manual_seed(0)
+    block = Block(768, 12, qkv_bias=True, attn_layer=PaSSTAttention).to(device)
+    x = torch.randn(batch, tokens, 768, device=device, requires_grad=True)
+    print(f"\nOne PaSST-S block, {tokens} tokens, batch {batch}, {str(dtype).removeprefix('torch.')}, "
+          f"forward + backward: self time by op group")
+    print("| path | total ms | " + " | ".join(GROUPS) + " | other |\n|---|---:|" + "---:|" * (len(GROUPS) + 1))
+    for fused in (True, False):
+        def step(fused=fused):
+            block.attn.fused_attn = fused
+            with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
+                # the parent's forward keeps the path set above
+                out = x + block.ls1(super(PaSSTAttention, block.attn).forward(block.norm1(x)))
+                out = out + block.ls2(block.mlp(block.norm2(out)))
+            out.float().sum().backward()
+        time_steps(step, 2, device)
+        with torch.profiler.profile() as prof:
+            step()
+        times = {e.key: e.self_device_time_total if device == "cuda" else e.self_cpu_time_total
+                 for e in prof.key_averages()}
+        total = sum(times.values())
+        shares = {g: sum(t for k, t in times.items() if k in ops) for g, ops in GROUPS.items()}
+        other = total - sum(shares.values())
+        cells = " | ".join(f"{100 * v / total:.0f}%" for v in [*shares.values(), other])
+        print(f"| {'fused' if fused else 'explicit'} | {total / 1000:.0f} | {cells} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -67,8 +105,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--tokens", type=int, nargs="+", default=list(TOKENS))
     parser.add_argument("--record", action="store_true", help=f"write the result into {ATTENTION_TABLE_PATH}")
+    parser.add_argument("--breakdown", type=int, metavar="TOKENS",
+                        help="instead: profile one whole block at this length (where the time goes)")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
+    if args.breakdown:
+        print(f"Machine: {machine(args.device)}")
+        breakdown(args.breakdown, dtype, args.device, args.batch)
+        return
     where = machine(args.device)
     print(f"Machine: {where}; {args.dtype}, batch {args.batch}, best of {args.reps}\n")
     print("| tokens | inference fused ms | inference explicit ms | training fused ms | training explicit ms |")

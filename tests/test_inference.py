@@ -298,7 +298,7 @@ def test_class_names_come_from_labels_file_checkpoint_or_audioset(tiny_model, tm
     names.write_text("".join(f"thing {i}\n" for i in range(527)))
     assert cli.class_names_for(tiny_model, str(names))[526] == "thing 526"
     names.write_text("just\ntwo\n")
-    with pytest.raises(SystemExit, match="2 classes but the model has 527"):
+    with pytest.raises(ValueError, match="2 classes but the model has 527"):
         cli.class_names_for(tiny_model, str(names))
     tiny_model.class_names = ["x"] * 527
     assert cli.class_names_for(tiny_model, None)[0] == "x"
@@ -344,3 +344,13 @@ def test_cli_tags_files_writes_outputs_and_fails_on_bad_files(offline_home, tmp_
     expected = hear.get_scene_embeddings(torch.from_numpy(load_audio(folder / "long.mp3"))[None], model)
     np.testing.assert_allclose(emb[0], expected[0].numpy(), atol=1e-5)
     assert emb.shape == (2, 3 + 32)
+
+
+def test_model_names_resolve_to_checkpoints_ensembles_and_archs(offline_home, tiny_release, tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        cli.load_model(str(tmp_path / "missing.ckpt"))
+    with pytest.raises(ValueError, match="Known architectures"):
+        cli.load_model("no_such_model")
+    with pytest.raises(RuntimeError, match="passt-s-f128-p16-s10-ap.476-swa.pt"):  # first member, offline
+        cli.load_model("ensemble_s10")
+    assert cli.load_model("tiny_release").name == "tiny_release"
