@@ -123,21 +123,26 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.embeddings:
         hear.configure(model, batch_size=args.batch_size)
+    table = outputs.WindowCsv(args.csv, names) if args.csv else None
     results = []
     progress = tqdm(tag_files(model, files, window, hop, args.batch_size, args.activation, args.workers,
                               embed=hear.get_scene_embeddings if args.embeddings else None),
                     total=len(files), unit="file", file=sys.stderr, disable=len(files) < 2)
-    for result in progress:
-        results.append(result)
-        progress.write(outputs.summary(result, names, args.top_k), file=sys.stdout)
+    try:
+        for index, result in enumerate(progress):
+            results.append(result)
+            progress.write(outputs.summary(result, names, args.top_k), file=sys.stdout)
+            if table is not None:
+                table.add(result)
+            if args.plot and result.ok:
+                outputs.plot(outputs.plot_path(args.plot, index, result, len(files) > 1), result, names,
+                             args.plot_classes)
+    finally:
+        if table is not None:
+            table.close()
     ok = [r for r in results if r.ok]
-    if args.csv:
-        outputs.write_csv(args.csv, results, names)
     if args.json:
         outputs.write_json(args.json, outputs.to_json(results, names, model.name, args.top_k))
-    if args.plot:
-        for path, result in zip(outputs.plot_paths(args.plot, ok), ok, strict=True):
-            outputs.plot(path, result, names, args.plot_classes)
     if args.embeddings:
         listing = outputs.write_embeddings(args.embeddings, results)
         print(f"embeddings of {len(ok)} file(s) in {args.embeddings} (row order: {listing})", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 Waveforms of 10 s (32 kHz) go through the front end and the network in eval mode, without
 gradients and without patchout (1190 tokens at stride 10, 474 at stride 16), batched. Each
-measurement runs in its own process. When the original implementation (``hear21passt``) is
+setting runs in its own process, where the implementations and a peak matmul take turns (so all
+see the same load) and the best turn of each counts (on shared cores the least disturbed one). When the original implementation (``hear21passt``) is
 importable it is measured in the same run, interleaved, with the same random weights, and the
 speed ratio is printed:
 
@@ -12,7 +13,7 @@ speed ratio is printed:
 Precisions: fp32, and bf16 autocast only where the hardware runs it natively (a GPU, or a CPU
 with AVX512-BF16/AMX: :func:`models.hardware.fastest_autocast_dtype`); emulated bf16 says nothing.
 MFU = forward matmul FLOPs per clip x clips/s over the peak matmul FLOP/s of the same machine and
-precision (measured with large square matmuls).
+precision (a 4096 x 4096 matmul, timed in the same turns).
 """
 
 from __future__ import annotations
@@ -64,29 +65,42 @@ def build(impl: str, stride: int) -> torch.nn.Module:
     return InferenceModel(net, AugmentMelSTFT()).eval()
 
 
-def measure(impl: str, setting: str, precision: str, device: str, batch: int, steps: int, warmup: int) -> dict:
+def measure(impls: list[str], setting: str, precision: str, device: str, batch: int, steps: int,
+            warmup: int) -> dict:
+    """Best clips/s of each implementation and the best matmul FLOP/s, measured in turns in one process
+    (pass of one, pass of the other, a peak matmul, ...) so all see the same load."""
     stride = SETTINGS[setting]
-    model = build(impl, stride).to(device)
-    wave = torch.randn(batch, SR * SECONDS, device=device) * 0.1
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    if impl == "ours":
-        model.autocast_dtype = dtype if precision == "bf16" else None
-    autocast = torch.autocast(device, dtype=dtype, enabled=precision == "bf16" and impl == "original")
+    wave = torch.randn(batch, SR * SECONDS, device=device) * 0.1
+    steps_of = {}
+    for impl in impls:
+        model = build(impl, stride).to(device)
+        if impl == "ours":
+            model.autocast_dtype = dtype if precision == "bf16" else None
+        autocast = torch.autocast(device, dtype=dtype, enabled=precision == "bf16" and impl == "original")
 
-    def step():
-        with torch.inference_mode(), autocast, contextlib.redirect_stdout(io.StringIO()):
-            model(wave)
-
+        def step(model=model, autocast=autocast):
+            with torch.inference_mode(), autocast, contextlib.redirect_stdout(io.StringIO()):
+                model(wave)
+        steps_of[impl] = step
+    n = 4096
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    steps_of["peak"] = lambda: a @ b
+    best = {name: float("inf") for name in steps_of}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        time_steps(step, warmup, device)
-        elapsed = time_steps(step, steps, device)
+        for step in steps_of.values():
+            time_steps(step, warmup, device)
+        for _ in range(steps):
+            for name, step in steps_of.items():
+                best[name] = min(best[name], time_steps(step, 1, device))
     from models.passt import flops_per_example, get_model
 
     with torch.device("meta"):
         reference = get_model(pretrained=False, fstride=stride, tstride=stride)
     frames = SR * SECONDS // 320 + 1
-    return {"clips_per_s": batch * steps / elapsed, "flops_per_clip": flops_per_example(reference, frames, False)}
+    return {"clips_per_s": {impl: batch / best[impl] for impl in impls}, "peak_flops": 2 * n**3 / best["peak"],
+            "flops_per_clip": flops_per_example(reference, frames, False)}
 
 
 def main() -> None:
@@ -94,20 +108,14 @@ def main() -> None:
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, help="clips per forward pass (default: 4 on CPU, 64 on GPU)")
-    parser.add_argument("--steps", type=int, help="timed passes (default: 3 on CPU, 20 on GPU)")
+    parser.add_argument("--steps", type=int, help="timed turns (default: 3 on CPU, 20 on GPU)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--impls", nargs="+", help="ours and/or original (default: both when importable)")
     args = parser.parse_args()
     if args.child:
-        kind, *rest = args.child
-        if kind == "peak":
-            from train_speed import measure_matmul_peak
-
-            print(json.dumps({"flops": measure_matmul_peak(rest[0], rest[1])}))
-        else:
-            impl, setting, precision, device, batch, steps, warmup = rest
-            print(json.dumps(measure(impl, setting, precision, device, int(batch), int(steps), int(warmup))))
+        impls, setting, precision, device, batch, steps, warmup = args.child
+        print(json.dumps(measure(impls.split(","), setting, precision, device, int(batch), int(steps), int(warmup))))
         return
 
     gpu = args.device == "cuda"
@@ -121,23 +129,20 @@ def main() -> None:
             impls = ["ours", "original"]
         except ImportError:
             impls = ["ours"]
-    print(f"Machine: {machine(args.device)}; {SECONDS} s clips, batch {batch}, {steps} timed passes after "
-          f"{args.warmup} warm-up; precisions: {', '.join(precisions)} (bf16 only where native)\n", flush=True)
-    peaks = {p: run_child(["peak", p, args.device], script=__file__)["flops"] for p in precisions}
-    for p, flops in peaks.items():
-        print(f"matmul peak {p}: {flops / 1e9:.0f} GFLOP/s", flush=True)
-    header = "| setting | precision | " + " | ".join(f"{i} clips/s | {i} MFU" for i in impls)
+    print(f"Machine: {machine(args.device)}; {SECONDS} s clips, batch {batch}, best of {steps} turns after "
+          f"{args.warmup} warm-up passes; precisions: {', '.join(precisions)} (bf16 only where native)\n", flush=True)
+    header = "| setting | precision | matmul peak GFLOP/s | " + " | ".join(f"{i} clips/s | {i} MFU" for i in impls)
     header += " | speed-up |" if len(impls) == 2 else " |"
-    print("\n" + header + "\n|" + "---|" * (header.count("|") - 1), flush=True)
+    print(header + "\n|" + "---|" * (header.count("|") - 1), flush=True)
     for setting in args.settings:
         for precision in precisions:
-            results = {impl: run_child(["infer", impl, setting, precision, args.device, str(batch), str(steps),
-                                        str(args.warmup)], script=__file__) for impl in impls}
-            cells = [f"{r['clips_per_s']:.2f} | {r['clips_per_s'] * r['flops_per_clip'] / peaks[precision]:.0%}"
-                     for r in results.values()]
-            row = f"| {setting} | {precision} | " + " | ".join(cells)
-            if len(results) == 2:
-                row += f" | {results['ours']['clips_per_s'] / results['original']['clips_per_s']:.2f}x"
+            r = run_child([",".join(impls), setting, precision, args.device, str(batch), str(steps), str(args.warmup)],
+                          script=__file__)
+            speed, peak = r["clips_per_s"], r["peak_flops"]
+            cells = [f"{speed[i]:.2f} | {speed[i] * r['flops_per_clip'] / peak:.0%}" for i in impls]
+            row = f"| {setting} | {precision} | {peak / 1e9:.0f} | " + " | ".join(cells)
+            if len(impls) == 2:
+                row += f" | {speed['ours'] / speed['original']:.2f}x"
             print(row + " |", flush=True)
 
 

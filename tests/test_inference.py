@@ -337,7 +337,7 @@ def test_cli_tags_files_writes_outputs_and_fails_on_bad_files(offline_home, tmp_
     rows = list(csv.reader(Path(f"{out}.csv").open()))
     assert rows[0] == ["file", "window", "start_s", "end_s", "dog", "cat", "bird"]
     assert len(rows) == 1 + len(windows) + 1
-    assert Path(f"{out}_000_long.png").stat().st_size > 1000 and Path(f"{out}_001_short.png").is_file()
+    assert Path(f"{out}_001_long.png").stat().st_size > 1000 and Path(f"{out}_002_short.png").is_file()
     emb = np.load(f"{out}.npy")
     assert Path(f"{out}.files.txt").read_text().splitlines() == [f["file"] for f in doc["files"]]
     model = hear.configure(load_checkpoint(ckpt).place("cpu", "fp32"))

@@ -25,15 +25,23 @@ def summary(result: FileResult, class_names: Sequence[str], k: int) -> str:
     return "\n".join(lines)
 
 
-def write_csv(path: str | os.PathLike, results: Sequence[FileResult], class_names: Sequence[str]) -> None:
-    """One row per window: ``file, window, start_s, end_s`` and the score of every class."""
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["file", "window", "start_s", "end_s", *class_names])
-        for r in results:
-            if r.ok:
-                for i, (start, end, scores) in enumerate(zip(r.starts, r.ends, r.scores, strict=True)):
-                    writer.writerow([r.path, i, f"{start:.3f}", f"{end:.3f}", *(f"{s:.6g}" for s in scores)])
+class WindowCsv:
+    """A CSV with one row per window (``file, window, start_s, end_s`` and the score of every class),
+    written as the results come, so an interrupted run keeps the files already done."""
+
+    def __init__(self, path: str | os.PathLike, class_names: Sequence[str]) -> None:
+        self.fh = open(path, "w", newline="", encoding="utf-8")  # closed by close()
+        self.writer = csv.writer(self.fh)
+        self.writer.writerow(["file", "window", "start_s", "end_s", *class_names])
+
+    def add(self, result: FileResult) -> None:
+        if result.ok:
+            for i, (start, end, scores) in enumerate(zip(result.starts, result.ends, result.scores, strict=True)):
+                self.writer.writerow([result.path, i, f"{start:.3f}", f"{end:.3f}", *(f"{x:.6g}" for x in scores)])
+            self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
 
 
 def to_json(results: Sequence[FileResult], class_names: Sequence[str], model: str, k: int) -> dict:
@@ -59,12 +67,10 @@ def write_json(path: str | os.PathLike, document: dict) -> None:
     Path(path).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
 
 
-def plot_paths(path: str | os.PathLike, results: Sequence[FileResult]) -> list[Path]:
-    """``path`` for one file; ``<stem>_<n>_<file stem><suffix>`` for each of several files."""
+def plot_path(path: str | os.PathLike, index: int, result: FileResult, several: bool) -> Path:
+    """``path`` itself for a single input file; ``<stem>_<index>_<file stem><suffix>`` among several."""
     path = Path(path)
-    if len(results) == 1:
-        return [path]
-    return [path.with_name(f"{path.stem}_{i:03d}_{Path(r.path).stem}{path.suffix}") for i, r in enumerate(results)]
+    return path.with_name(f"{path.stem}_{index:03d}_{Path(result.path).stem}{path.suffix}") if several else path
 
 
 def plot(path: str | os.PathLike, result: FileResult, class_names: Sequence[str], n_classes: int = 8) -> None:
