@@ -19,16 +19,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from tqdm import tqdm
 
 from audioset.prepare_scripts.labels import ensure_labels_csv, read_display_names
-from config_updates import ENSEMBLES, SHORT_NAMES
 from helpers.inference import hear, outputs
 from helpers.inference.model import InferenceModel, load_checkpoint, load_ensemble, load_released
 from helpers.inference.tagging import ACTIVATIONS, find_audio_files, tag_files
 from models.checkpoints import CheckpointError
+
+with warnings.catch_warnings():  # config_updates imports sacred, which warns about pkg_resources: noise here
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    from config_updates import ENSEMBLES, SHORT_NAMES
 
 DEFAULT_MODEL = "passt_s_kd_p16_128_ap486"  # the best single released AudioSet model (mAP .486)
 AUDIOSET_CLASSES = 527
@@ -42,7 +46,11 @@ def load_model(spec: str, swa: bool = False, arch: str | None = None) -> Inferen
         raise FileNotFoundError(f"checkpoint file not found: {spec}")
     if spec in ENSEMBLES:
         return load_ensemble(ENSEMBLES[spec][1], name=spec)
-    return load_released(SHORT_NAMES[spec][0] if spec in SHORT_NAMES else spec)
+    try:
+        return load_released(SHORT_NAMES[spec][0] if spec in SHORT_NAMES else spec)
+    except ValueError as err:
+        raise ValueError(f"{err}; ensembles: {', '.join(ENSEMBLES)}; short names: {', '.join(SHORT_NAMES)}; "
+                         f"or a checkpoint file") from None
 
 
 def read_user_labels(path: str) -> list[str]:
