@@ -12,6 +12,8 @@ those of training (no second copy to drift).
   reported and skipped;
 * :mod:`helpers.inference.embeddings` - sliding-window embeddings as the HEAR 2021 wrapper
   computes them;
+* :mod:`helpers.inference.outputs` - the terminal summary, CSV, JSON, plots and embedding files
+  of ``inference.py``;
 * :mod:`helpers.inference.hear` - the HEAR 2021 API (``load_model``, ``get_scene_embeddings``,
   ``get_timestamp_embeddings``) on top of them.
 """
