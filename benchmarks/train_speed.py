@@ -120,8 +120,9 @@ def measure_matmul_peak(precision: str, device: str, n: int = 4096, reps: int = 
     return best
 
 
-def run_child(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
+def run_child(args: list[str], script: str = __file__) -> dict:
+    """Run ``script --child args`` in a fresh process; its last output line is the JSON result."""
+    out = subprocess.run([sys.executable, script, "--child", *args], capture_output=True, text=True,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if out.returncode:
         raise RuntimeError(f"benchmark child {args} failed:\n{out.stderr[-3000:]}")

@@ -4,7 +4,7 @@ One model file, in the spirit of timm's ``vision_transformer.py``:
 
 * :class:`PaSST` - the network: overlapping conv patch embedding, separate frequency and time
   positional encodings on the patch grid, class + distillation tokens, timm transformer blocks
-  (fused scaled-dot-product attention) and structured / unstructured patchout in training.
+  (fused or explicit attention, whichever was measured faster) and structured / unstructured patchout in training.
 * :data:`ARCHS` - a registry of every released architecture, with its release URL and the
   settings it was trained with.
 * :func:`get_model` - the one builder, with the original framework's signature and defaults.
@@ -18,12 +18,15 @@ The ensemble of several networks is in :mod:`models.ensemble`.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import math
 import os
 import warnings
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -165,19 +168,46 @@ def patch_grid(input_fdim: int, input_tdim: int, fstride: int, tstride: int) -> 
     return input_fdim // fstride, input_tdim // tstride
 
 
-class PaSSTAttention(Attention):
-    """timm attention that picks the faster kernel for the device and precision of each call.
+#: measured speed of the two attention paths per device, precision and sequence length
+#: (written by ``benchmarks/attention_paths.py --record``, each entry naming its machine)
+ATTENTION_TABLE_PATH = Path(__file__).with_name("attention_paths.json")
 
-    Fused scaled-dot-product attention wins in fp32 and on GPUs; on the CPU under bf16/fp16
-    autocast the explicit softmax path is faster (measured: ~15% per block with PaSST-S shapes,
-    see ``benchmarks/train_speed.py``). Both compute the same function.
+
+@functools.cache
+def _attention_table() -> dict:
+    return json.loads(ATTENTION_TABLE_PATH.read_text())
+
+
+@functools.lru_cache(maxsize=512)
+def fused_attention_is_faster(device_type: str, dtype: torch.dtype, tokens: int, training: bool) -> bool:
+    """Whether fused scaled-dot-product attention was measured faster than the explicit softmax path.
+
+    Looks up :data:`ATTENTION_TABLE_PATH` for the device and precision, at the measured sequence
+    length nearest to ``tokens`` (by ratio), timed forward-only (inference) or forward + backward
+    (``training``, also used for inference when only that was measured). Combinations never
+    measured use the fused kernel, PyTorch's default.
+    """
+    entries = _attention_table().get(device_type, {})
+    entry = entries.get(str(dtype).removeprefix("torch."))
+    if entry is not None and "same_as" in entry:
+        entry = entries[entry["same_as"]]
+    if entry is None:
+        return True
+    row = min(entry["rows"], key=lambda r: 0.0 if r["tokens"] is None else abs(math.log(r["tokens"] / tokens)))
+    timing = row.get("training" if training else "inference") or row["training"]
+    return timing["fused_ms"] <= timing["explicit_ms"]
+
+
+class PaSSTAttention(Attention):
+    """timm attention that takes, for each call, the path measured faster for its device, precision
+    (the autocast dtype when autocast is on) and sequence length (:func:`fused_attention_is_faster`).
+    Both paths compute the same function.
     """
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        on_cpu = x.device.type == "cpu"
-        low_precision = x.dtype != torch.float32 or (
-            on_cpu and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") != torch.float32)
-        self.fused_attn = not (on_cpu and low_precision)
+        kind = x.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+        self.fused_attn = fused_attention_is_faster(kind, dtype, x.shape[1], torch.is_grad_enabled())
         return super().forward(x, *args, **kwargs)
 
 
@@ -545,6 +575,7 @@ def load_weights(model: PaSST, path: str | os.PathLike, swa: bool = False,
 
 
 __all__ = [
-    "ARCHS", "ARCH_ALIASES", "ArchConfig", "PaSST", "PaSSTAttention", "checkpoint_filter_fn", "cut_blocks",
-    "flops_per_example", "get_model", "load_state_dict_into", "load_weights", "patch_grid", "resolve_arch",
+    "ARCHS", "ARCH_ALIASES", "ATTENTION_TABLE_PATH", "ArchConfig", "PaSST", "PaSSTAttention", "checkpoint_filter_fn",
+    "cut_blocks", "flops_per_example", "fused_attention_is_faster", "get_model", "load_state_dict_into",
+    "load_weights", "patch_grid", "resolve_arch",
 ]

@@ -14,7 +14,7 @@ import pytest
 import torch
 from experiment_cli import copy_hdf5, data_args, data_config, ok, run_cli, sacred_run
 
-from helpers.experiment.trainer import cpu_has_fast_bf16
+from models.hardware import cpu_has_fast_bf16
 
 
 @pytest.fixture(scope="module")

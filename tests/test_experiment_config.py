@@ -11,9 +11,14 @@ import pytest
 
 from config_updates import ENSEMBLES, SHORT_NAMES
 from ex_audioset import ex
-from helpers.experiment import trainer as trainer_module
 from helpers.experiment.loggers import default_wandb_mode
-from helpers.experiment.trainer import build_trainer, resolve_precision, translate_legacy_keys
+from helpers.experiment.trainer import (
+    build_trainer,
+    default_precision,
+    resolve_precision,
+    translate_legacy_keys,
+)
+from models import hardware
 from models.passt import ARCHS, get_model
 from models.preprocess import AugmentMelSTFT
 
@@ -139,7 +144,7 @@ def test_library_arguments_beyond_the_defaults_are_accepted():
 
 @pytest.mark.parametrize("native_bf16", [True, False])
 def test_half_precision_on_a_cpu_only_where_it_is_native(monkeypatch, caplog, native_bf16):
-    monkeypatch.setattr(trainer_module, "cpu_has_fast_bf16", lambda: native_bf16)
+    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: native_bf16)
     half = "bf16-mixed" if native_bf16 else "32-true"
     caplog.set_level("WARNING")
     for asked in (16, "16", "16-mixed", "bf16-mixed"):
@@ -147,7 +152,7 @@ def test_half_precision_on_a_cpu_only_where_it_is_native(monkeypatch, caplog, na
     assert resolve_precision("32-true", "cpu") == "32-true"
     assert resolve_precision("16-mixed", "gpu") == "16-mixed"  # GPUs have fp16
     assert ("no native bfloat16" in caplog.text) is not native_bf16  # the fallback says why
-    assert trainer_module.default_precision() == half  # the default follows the same decision
+    assert default_precision() == half  # the default follows the same decision
     trainer = build_trainer({"max_epochs": 1, "accelerator": "cpu", "precision": 16})
     assert trainer.precision == half
 

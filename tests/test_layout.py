@@ -1,7 +1,7 @@
 """The import graph of the project: no cycles, and every layer imports only the layers below it.
 
-Layers, top to bottom: experiment scripts and datasets, ``helpers.experiment``, ``helpers.training``,
-``helpers.data``, ``models`` (see ``helpers/__init__.py``). Imports are read from the source (every
+Layers, top to bottom: experiment scripts and datasets, ``helpers.experiment``, ``helpers.training``
+(and beside it ``helpers.inference``), ``helpers.data``, ``models`` (see ``helpers/__init__.py``). Imports are read from the source (every
 ``import``/``from ... import``, at any depth), so an import inside a function counts too.
 """
 
@@ -20,6 +20,7 @@ ALLOWED = {
     "models": {"models"},
     "helpers.data": {"helpers.data"},
     "helpers.training": {"helpers.training", "helpers.data", "models"},
+    "helpers.inference": {"helpers.inference", "helpers.data", "models"},
     "helpers.experiment": {"helpers.experiment", "helpers.training", "helpers.data", "models"},
 }
 

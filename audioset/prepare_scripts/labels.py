@@ -1,7 +1,7 @@
 """The AudioSet label list (``class_labels_indices.csv``): reading it and fetching it into the cache.
 
 The official file has a header ``index,mid,display_name`` and one row per class, e.g.
-``0,/m/09x0r,"Speech"``. When no path is given, the file is looked up in (and downloaded to)
+``0,/m/09x0r,"Speech"``: the prepare scripts read the MIDs, ``inference.py`` the display names. When no path is given, the file is looked up in (and downloaded to)
 ``<torch.hub.get_dir()>/audioset/class_labels_indices.csv`` -- next to the ``checkpoints/``
 folder where pretrained weights go, i.e. ``~/.cache/torch/hub/audioset/`` unless ``TORCH_HOME``
 is set.
@@ -14,7 +14,8 @@ import os
 import urllib.error
 from pathlib import Path
 
-__all__ = ["LABELS_URL", "labels_cache_path", "read_labels", "ensure_labels_csv"]
+__all__ = ["LABELS_URL", "labels_cache_path", "read_label_table", "read_labels", "read_display_names",
+           "ensure_labels_csv"]
 
 LABELS_URL = "http://storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/class_labels_indices.csv"
 LABELS_FILENAME = "class_labels_indices.csv"
@@ -27,8 +28,8 @@ def labels_cache_path() -> Path:
     return Path(torch.hub.get_dir()) / "audioset" / LABELS_FILENAME
 
 
-def read_labels(path: str | os.PathLike) -> list[str]:
-    """The label MIDs in index order, from a ``index,mid,display_name`` CSV.
+def read_label_table(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """``(mid, display_name)`` of every class in index order, from a ``index,mid,display_name`` CSV.
 
     Raises:
         ValueError: naming the file when the header or the indices are wrong.
@@ -41,7 +42,7 @@ def read_labels(path: str | os.PathLike) -> list[str]:
             f"{path}: not an AudioSet label list; expected a header 'index,mid,display_name' "
             f"(the official file is {LABELS_URL})"
         )
-    mids = []
+    table: list[tuple[str, str]] = []
     for line_no, row in enumerate(rows[1:], start=2):
         if not row:
             continue
@@ -49,14 +50,25 @@ def read_labels(path: str | os.PathLike) -> list[str]:
             index = int(row[0])
         except (ValueError, IndexError):
             raise ValueError(f"{path}:{line_no}: bad row {row!r}; expected 'index,mid,display_name'") from None
-        if index != len(mids) or len(row) < 2 or not row[1].strip():
-            raise ValueError(f"{path}:{line_no}: expected index {len(mids)} followed by a MID, got {row!r}")
-        mids.append(row[1].strip())
-    if not mids:
+        if index != len(table) or len(row) < 2 or not row[1].strip():
+            raise ValueError(f"{path}:{line_no}: expected index {len(table)} followed by a MID, got {row!r}")
+        mid = row[1].strip()
+        table.append((mid, row[2].strip() if len(row) > 2 and row[2].strip() else mid))
+    if not table:
         raise ValueError(f"{path}: the label list is empty")
-    if len(set(mids)) != len(mids):
+    if len({mid for mid, _ in table}) != len(table):
         raise ValueError(f"{path}: the label list has duplicate MIDs")
-    return mids
+    return table
+
+
+def read_labels(path: str | os.PathLike) -> list[str]:
+    """The label MIDs in index order (see :func:`read_label_table`)."""
+    return [mid for mid, _ in read_label_table(path)]
+
+
+def read_display_names(path: str | os.PathLike) -> list[str]:
+    """The classes' display names in index order, e.g. ``"Speech"`` (the MID where a row has none)."""
+    return [name for _, name in read_label_table(path)]
 
 
 def ensure_labels_csv(path: str | os.PathLike | None = None) -> Path:

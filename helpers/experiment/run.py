@@ -27,7 +27,6 @@ from helpers.experiment.ddp import (
     wait_for_child_processes,
 )
 from helpers.experiment.loggers import SacredLogger, finish_wandb, make_wandb_logger
-from helpers.experiment.models import build_mel, build_net, net_output_classes
 from helpers.experiment.spec import ExperimentSpec
 from helpers.experiment.trainer import build_trainer, resolve_precision, runs_on_cpu, translate_legacy_keys
 from helpers.training.module import AudioModule
@@ -36,6 +35,7 @@ from helpers.training.schedules import get_lr_lambda
 from helpers.training.speed import time_steps
 from helpers.training.swa import SWACallback
 from helpers.training.tasks import Task
+from models.build import build_mel, build_net, net_output_classes
 
 #: rank 0 exports its run folder here; DDP children (launched from it) reuse the same folder
 RUN_DIR_ENV = "PASST_RUN_DIR"

@@ -1,7 +1,8 @@
 """The Lightning Trainer from the ``trainer`` config, with the fastest precision the hardware runs.
 
 Precision: the config default is the fastest mixed precision the machine offers, chosen when
-the config is made (see :func:`default_precision`): on GPUs ``bf16-mixed`` where supported
+the config is made (see :func:`default_precision`, which follows
+:func:`models.hardware.fastest_autocast_dtype`): on GPUs ``bf16-mixed`` where supported
 (Ampere and newer; no loss scaling needed), else ``16-mixed``; on CPUs ``bf16-mixed`` when
 oneDNN has native bf16 kernels (AVX512-BF16/AMX; ~1.8x faster ViT blocks on such a CPU), else
 ``32-true``. The original's ``trainer.precision=16`` keeps working everywhere: on a CPU, where
@@ -23,25 +24,18 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from models import hardware
+
 _logger = logging.getLogger(__name__)
 
 FP16_MIXED = (16, "16", "16-mixed")
 BF16 = ("bf16", "bf16-mixed", "bf16-true")
 
 
-def cpu_has_fast_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def default_precision() -> str:
     """The default ``trainer.precision`` for this machine (module docstring)."""
-    if torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed", None: "32-true"}[hardware.fastest_autocast_dtype(device)]
 
 
 def runs_on_cpu(accelerator: Any) -> bool:
@@ -59,7 +53,7 @@ def resolve_precision(precision: Any, accelerator: Any) -> Any:
     """``precision`` for the Trainer: on CPUs, half precision only where it is native (module docstring)."""
     if not runs_on_cpu(accelerator) or (precision not in FP16_MIXED and precision not in BF16):
         return precision
-    if cpu_has_fast_bf16():
+    if hardware.cpu_has_fast_bf16():
         if precision in FP16_MIXED:
             _logger.warning("trainer.precision=%r: fp16 autocast does not exist on the CPU; using 'bf16-mixed' "
                             "(this CPU runs bfloat16 natively).", precision)

@@ -1,4 +1,6 @@
-"""The network and mel front end of the ``models`` config (keys described in :mod:`helpers.experiment.config`)."""
+"""The network and mel front end of a ``models`` config (its keys are described in
+:mod:`helpers.experiment.config`): what training builds, and what inference rebuilds from the
+config a checkpoint carries."""
 
 from __future__ import annotations
 

@@ -1,0 +1,212 @@
+"""The network and front end of training, in eval mode, with what inference needs to know about them.
+
+:class:`InferenceModel` maps waveforms to ``(logits, embedding)`` and knows its window geometry
+(the longest input its time encodings take, the shortest one a patch needs), its device and its
+precision. The loaders build one from a released architecture (:func:`load_released`), an
+ensemble of released architectures (:func:`load_ensemble`) or a checkpoint written by this
+framework's training (:func:`load_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from models.build import build_mel, build_net
+from models.checkpoints import CheckpointError, extract_state_dict, read_checkpoint
+from models.ensemble import PaSSTEnsemble, get_ensemble_model
+from models.hardware import fastest_autocast_dtype
+from models.passt import PATCH_SIZE, PaSST, get_model, load_state_dict_into, resolve_arch
+from models.preprocess import AugmentMelSTFT
+
+_logger = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` or ``"auto"``: the GPU when there is one, else the CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None: fp32).
+
+    ``"auto"`` is the fastest precision the hardware runs natively
+    (:func:`models.hardware.fastest_autocast_dtype`: bf16 on recent GPUs and on CPUs with native
+    bf16 kernels, fp32 on other CPUs).
+    """
+    if precision == "auto":
+        return fastest_autocast_dtype(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: expected auto, {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("precision='fp16': fp16 autocast is not offered on the CPU; use bf16 or fp32")
+    return PRECISIONS[precision]
+
+
+def networks(net: nn.Module) -> list[PaSST]:
+    """The PaSST networks inside ``net`` (the members of an ensemble, or ``net`` itself)."""
+    return list(net.models) if isinstance(net, PaSSTEnsemble) else [net]
+
+
+class InferenceModel(nn.Module):
+    """Waveforms ``[batch, samples]`` at ``sample_rate`` to ``(logits, embedding)``, in eval mode.
+
+    Attributes:
+        class_names: the name of each output, or None when unknown.
+        sample_rate: what the front end expects (32 kHz for every released model).
+        max_samples: the longest input the time encodings take without cutting it.
+        window: the default analysis window: ``max_samples`` rounded down to whole seconds (the
+            clip length the released models were trained on: 10, 20 or 30 s).
+        min_samples: the shortest input one patch needs (16 frames); shorter inputs are
+            zero-padded to it.
+        autocast_dtype: the mixed precision of :meth:`forward` (None: fp32).
+    """
+
+    def __init__(self, net: nn.Module, mel: AugmentMelSTFT, class_names: Sequence[str] | None = None,
+                 name: str = "") -> None:
+        super().__init__()
+        self.net = net.eval()
+        self.mel = mel.eval()
+        self.name = name
+        members = networks(net)
+        self.n_classes = members[0].num_classes
+        self.embedding_size = sum(m.embed_dim for m in members)
+        if class_names is not None and len(class_names) != self.n_classes:
+            raise ValueError(f"{len(class_names)} class names for a network with {self.n_classes} outputs")
+        self.class_names = list(class_names) if class_names is not None else None
+        self.sample_rate = mel.sr
+        # a spectrogram of F frames comes from at most F * hop samples; one more time column of
+        # patches needs `stride` more frames than the last full patch
+        frames = min(m.max_frames + m.stride[1] - 1 for m in members)
+        self.max_samples = frames * mel.hopsize
+        self.window = self.max_samples - self.max_samples % self.sample_rate or self.max_samples
+        self.min_samples = (PATCH_SIZE - 1) * mel.hopsize + 1
+        self.autocast_dtype: torch.dtype | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def place(self, device: str | torch.device | None = None, precision: str = "auto") -> InferenceModel:
+        """Move to ``device`` (None/"auto": the GPU when there is one) and set the precision."""
+        device = resolve_device(device)
+        self.autocast_dtype = resolve_precision(precision, device)
+        return self.to(device)
+
+    def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, embedding)`` in fp32 for waveforms ``[batch, samples]`` (moved to the model's device)."""
+        wave = wave.to(self.device, torch.float32)
+        if wave.shape[-1] < self.min_samples:
+            wave = nn.functional.pad(wave, (0, self.min_samples - wave.shape[-1]))
+        spec = self.mel(wave).unsqueeze(1)
+        dtype = self.autocast_dtype
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits, embedding = self.net(spec)
+        return logits.float(), embedding.float()
+
+    def describe(self) -> str:
+        precision = str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else "float32"
+        return (f"{self.name or type(self.net).__name__}: {self.n_classes} classes, "
+                f"{self.window / self.sample_rate:g} s windows, {self.device}, {precision}")
+
+
+# ------------------------------------------------------------------------------------- loaders
+def load_released(arch: str, class_names: Sequence[str] | None = None) -> InferenceModel:
+    """A released architecture (or alias) with its weights and the settings it was trained with."""
+    cfg = resolve_arch(arch)
+    net = get_model(arch=cfg.name, pretrained=True, n_classes=cfg.n_classes, fstride=cfg.fstride,
+                    tstride=cfg.tstride, input_fdim=cfg.input_fdim, input_tdim=cfg.input_tdim)
+    return InferenceModel(net, AugmentMelSTFT(n_mels=cfg.input_fdim, hopsize=cfg.hopsize), class_names, cfg.name)
+
+
+def load_ensemble(archs: Sequence[str], class_names: Sequence[str] | None = None,
+                  name: str = "") -> InferenceModel:
+    """The mean of the logits of several released architectures (each with its own strides)."""
+    cfgs = [resolve_arch(a) for a in archs]
+    hops = {c.hopsize for c in cfgs}
+    if len(hops) > 1:
+        raise ValueError(f"an ensemble shares one mel front end, but {archs} use STFT hops {sorted(hops)}")
+    net = get_ensemble_model([{"arch": c.name, "fstride": c.fstride, "tstride": c.tstride,
+                               "input_tdim": c.input_tdim, "n_classes": c.n_classes} for c in cfgs])
+    return InferenceModel(net, AugmentMelSTFT(hopsize=hops.pop()), class_names, name or "+".join(archs))
+
+
+def _plain(obj: Any) -> Any:
+    """Plain dicts and lists (configs may come back from a checkpoint as sacred's read-only types)."""
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return copy.deepcopy(obj)
+
+
+def architecture_only(models_cfg: Mapping) -> dict:
+    """A ``models`` config that builds the same network with no weights: no release download and
+    no start checkpoint (the weights come from the checkpoint being loaded)."""
+    cfg = _plain(models_cfg)
+    cfg["net"] = {**cfg.get("net", {}), "pretrained": False}
+    cfg["checkpoint"], cfg["checkpoint_swa"] = None, False
+    members = []
+    for entry in cfg.get("ensemble") or []:
+        member = dict(entry) if isinstance(entry, dict) else dict(zip(("arch", "fstride", "tstride"), entry, strict=True))
+        members.append({**member, "pretrained": False, "checkpoint": None, "swa": False})
+    cfg["ensemble"] = members
+    return cfg
+
+
+def _load_network_state(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` (from :func:`extract_state_dict`) into a PaSST or each member of an ensemble."""
+    if isinstance(net, PaSSTEnsemble):
+        for i, member in enumerate(net.models):
+            prefix = f"models.{i}."
+            load_state_dict_into(member, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)},
+                                 source=f"{source} (ensemble member {i})")
+    else:
+        load_state_dict_into(net, state, source=source)
+
+
+def load_checkpoint(path: str | os.PathLike, swa: bool = False, arch: str | None = None,
+                    class_names: Sequence[str] | None = None) -> InferenceModel:
+    """A checkpoint of this framework's training: its ``models`` config rebuilds the network and
+    front end, its class names name the outputs; ``swa=True`` takes the SWA weights.
+
+    Checkpoints without that record (the original framework's ``.ckpt``, plain state dicts) need
+    ``arch``: the released architecture they were trained from (strides and STFT hop follow it,
+    the class count follows the checkpoint's head).
+    """
+    source = os.fspath(path)
+    checkpoint = read_checkpoint(path)
+    state = extract_state_dict(checkpoint, swa=swa)
+    record = checkpoint.get("passt") if isinstance(checkpoint, Mapping) else None
+    if record and record.get("models"):
+        models_cfg = architecture_only(record["models"])
+        net = build_net(models_cfg)
+        mel = build_mel(models_cfg.get("mel") or {})
+        name = f"{source}{' (SWA)' if swa else ''}"
+        if class_names is None:
+            class_names = record.get("class_names")
+    elif arch is not None:
+        cfg = resolve_arch(arch)
+        head = state.get("head.1.weight")
+        n_classes = head.shape[0] if head is not None else cfg.n_classes
+        net = get_model(arch=cfg.name, pretrained=False, n_classes=n_classes, fstride=cfg.fstride,
+                        tstride=cfg.tstride, input_fdim=cfg.input_fdim, input_tdim=cfg.input_tdim)
+        mel = AugmentMelSTFT(n_mels=cfg.input_fdim, hopsize=cfg.hopsize)
+        name = f"{source} ({cfg.name})"
+    else:
+        raise CheckpointError(
+            f"{source} does not say which network it holds (no 'passt' record: it was not written by this "
+            f"framework's training). Name the released architecture it was trained from: --arch ARCH "
+            f"(python: load_checkpoint(path, arch=...)).")
+    _load_network_state(net, state, source)
+    return InferenceModel(net, mel, class_names, name)
