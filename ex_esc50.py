@@ -14,6 +14,7 @@ See esc50/README.md for the data, the commands and the paper's results.
 # ruff: noqa: F841
 from __future__ import annotations
 
+import copy
 import os
 import time
 
@@ -51,21 +52,29 @@ def esc50_config():
 
 
 @ex.command
-def cross_validate(_config):
-    """Train once per fold (1-5), each a sacred run of its own, then print and return every fold's
-    accuracy and the mean. Runs the folds one after the other in this process (for DDP, run
-    ``DDP=N python ex_esc50.py with basedataset.fold=K`` per fold)."""
+def cross_validate(_run, _config):
+    """Train once per fold (1-5), each a sacred run of its own, observed like this one, then print and
+    return every fold's accuracy and the mean. The folds run one after the other in this process
+    (for DDP, run ``DDP=N python ex_esc50.py with basedataset.fold=K`` per fold)."""
     cfg = dict(_config)
     if ddp_processes_from_env() > 1 or cfg["trainer"].get("devices", 1) not in (1, "1") or cfg.get("ckpt_path"):
         raise ValueError("cross_validate trains the five folds in one process: without DDP and without ckpt_path. "
                          "Run one fold per command instead: python ex_esc50.py with basedataset.fold=K")
     folder = os.path.join(cfg["output_dir"], f"esc50-folds-{time.strftime('%Y%m%d-%H%M%S')}")
-    results = {}
-    for fold in FOLDS:
-        print(f"\n===== ESC-50 fold {fold} of {len(FOLDS)} =====", flush=True)
-        updates = {**cfg, "basedataset": {**cfg["basedataset"], "fold": fold},
-                   "output_dir": os.path.join(folder, f"fold{fold}")}
-        results[fold] = ex.run("main", config_updates=updates).result
+    results, runs = {}, {}
+    experiment_observers = ex.observers
+    try:
+        for fold in FOLDS:
+            print(f"\n===== ESC-50 fold {fold} of {len(FOLDS)} =====", flush=True)
+            # fresh copies: an observer keeps the state of the run it observes
+            ex.observers = [copy.copy(observer) for observer in _run.observers]
+            updates = {**cfg, "basedataset": {**cfg["basedataset"], "fold": fold},
+                       "output_dir": os.path.join(folder, f"fold{fold}")}
+            fold_run = ex.run("main", config_updates=updates)
+            results[fold], runs[fold] = fold_run.result, fold_run._id
+    finally:
+        ex.observers = experiment_observers
+    _run.info.update(fold_runs=runs, output_dir=folder)
     return summarize_folds(results)
 
 

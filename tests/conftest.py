@@ -64,5 +64,5 @@ def mini_openmic(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture(scope="session")
 def mini_fsd50k(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A mini FSD50K (24 train, 8 val, 8 eval clips of 0.6-2.6 s), prepared from its unpacked folders."""
+    """A mini FSD50K (64 train, 8 val, 8 eval clips of 0.6-2.6 s), prepared from its unpacked folders."""
     return prepared_fsd50k(tmp_path_factory.mktemp("mini_fsd50k"))
