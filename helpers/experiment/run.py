@@ -126,14 +126,14 @@ def speed_test(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, float]:
 
 
 def first_batches(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, list[str]]:
-    """One batch of each loader, described (shapes and first names)."""
+    """One batch of each loader (``datasets.<name>``), described (shapes and first names)."""
     eval_sets = spec.evaluation_sets()
     dm = AudioDataModule(spec.train_set(), [(s.dataset(), loader_config(cfg, s.loader)) for s in eval_sets],
                          cfg["datasets"]["training"], train_sampler=spec.train_sampler)
     loaders = dm.val_dataloader()
     loaders = loaders if isinstance(loaders, list) else [loaders]
     result = {}
-    named = [("training", dm.train_dataloader())] + [(s.name, loader) for s, loader in zip(eval_sets, loaders, strict=True)]
+    named = [("training", dm.train_dataloader())] + [(s.loader, ld) for s, ld in zip(eval_sets, loaders, strict=True)]
     for split, loader in named:
         batch = next(iter(loader))
         result[split] = [_describe(part) for part in batch]
