@@ -90,7 +90,7 @@ def test_fsd50k_validates_and_evaluates_every_epoch_then_whole_clips(mini_fsd50k
 def test_own_folder_learns_and_stores_its_class_names(tmp_path):
     audio_dir, csv_path = own_folder(tmp_path / "data", split_column="split")
     run("ex_folder.py", "-F", str(tmp_path / "sacred"), "with", *FAST, f"basedataset.audio_dir={audio_dir}",
-        f"basedataset.csv={csv_path}", "basedataset.clip_length=1", "datasets.training.batch_size=8",
+        f"basedataset.csv={csv_path}", "basedataset.clip_length=1", "lr=0.01", "datasets.training.batch_size=8",
         "trainer.max_epochs=8", "swa_epoch_start=4", f"output_dir={tmp_path / 'out'}")
     run_info = sacred_run(tmp_path / "sacred")
     assert run_info["config"]["models"]["net"]["n_classes"] == 4  # from the CSV

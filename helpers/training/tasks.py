@@ -113,20 +113,22 @@ class MaskedMultiLabelTask:
     monitor_mode: str = "max"
 
     @staticmethod
-    def split(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(labels > 0.5, masks)`` of ``[B, 2C]`` targets, both float ``[B, C]``."""
-        n = targets.shape[-1] // 2
-        return (targets[..., :n] > 0.5).float(), targets[..., n:].float()
+    def split(targets: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(labels > 0.5, masks)`` of ``[B, 2C]`` targets, both float ``[B, C]``; ``[B, C]`` targets
+        (no masks, e.g. the speed test's) count every label as annotated."""
+        labels = (targets[..., :n_classes] > 0.5).float()
+        masks = targets[..., n_classes:].float() if targets.shape[-1] == 2 * n_classes else torch.ones_like(labels)
+        return labels, masks
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor | None = None,
              lam: torch.Tensor | None = None) -> torch.Tensor:
-        labels, masks = self.split(targets)
+        labels, masks = self.split(targets, logits.shape[-1])
         if perm is not None:
             labels = mix(labels, perm, lam)
         return (F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none") * masks).mean()
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        labels, masks = self.split(targets)
+        labels, masks = self.split(targets, logits.shape[-1])
         scores = torch.sigmoid(logits.float()).numpy()
         ap = np.asarray(average_precision_per_class(scores, labels.numpy(), masks.numpy()), dtype=np.float64)
         auc = np.asarray(roc_auc_per_class(scores, labels.numpy(), masks.numpy()), dtype=np.float64)
