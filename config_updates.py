@@ -19,6 +19,10 @@ from sacred.config.config_dict import ConfigDict
 
 from models.passt import ARCHS, ArchConfig
 
+#: the AudioSet-trained PaSST-S that ESC-50, OpenMIC, FSD50K and your own data are fine-tuned from
+#: (the original's get_model default; its paper results started from passt_s_swa_p16_128_ap476)
+FINETUNE_FROM = "passt_s_kd_p16_128_ap486"
+
 #: the original framework's named configs for released models: name -> (arch, extra config updates)
 SHORT_NAMES: dict[str, tuple[str, dict]] = {
     "passt_s_ap476": ("passt_s_swa_p16_128_ap476", {}),

@@ -37,7 +37,8 @@ from typing import Any
 from sacred import Ingredient
 from torch.utils.data import Dataset
 
-from helpers.data.augment import GainAugmentDataset, MixupDataset, RollDataset, concat_datasets
+from helpers.data.audio_io import seconds_to_samples
+from helpers.data.augment import augment_training_set, concat_datasets
 from helpers.data.hdf5_dataset import Hdf5AudioDataset
 from helpers.data.sampler import DistributedSamplerWrapper, make_weighted_sampler, sample_weights_from_hdf5
 
@@ -105,13 +106,6 @@ def prepare_command(hdf5_path: str | os.PathLike) -> str:
     )
 
 
-def _seconds_to_samples(clip_length: float, sample_rate: int) -> int:
-    samples = int(round(float(clip_length) * int(sample_rate)))
-    if samples <= 0:
-        raise ValueError(f"clip_length must be positive seconds, got {clip_length}")
-    return samples
-
-
 def _open_sets(
     hdf5_paths: Sequence[str | os.PathLike],
     sample_rate: int,
@@ -123,7 +117,7 @@ def _open_sets(
     sets = [
         Hdf5AudioDataset(
             path,
-            clip_length=_seconds_to_samples(clip_length, sample_rate),
+            clip_length=seconds_to_samples(clip_length, sample_rate),
             sample_rate=sample_rate,
             n_classes=n_classes,
             strict_decoding=strict_decoding,
@@ -157,13 +151,8 @@ def build_training_set(
     Order of the wrappers: decode -> gain -> roll -> wavmix.
     """
     ds = _open_sets(hdf5_paths, sample_rate, clip_length, n_classes, strict_decoding, corrupt_log)
-    if gain_augment:
-        ds = GainAugmentDataset(ds, gain_augment)
-    if roll:
-        ds = RollDataset.from_roll_conf(ds, roll_conf)
-    if wavmix:
-        ds = MixupDataset(ds, beta=wavmix_beta, rate=wavmix_rate)
-    return ds
+    return augment_training_set(ds, gain_augment=gain_augment, roll=roll, roll_conf=roll_conf, wavmix=wavmix,
+                                wavmix_beta=wavmix_beta, wavmix_rate=wavmix_rate)
 
 
 def build_test_set(

@@ -5,6 +5,8 @@
 * ``mini_audioset`` (session): a tiny synthetic AudioSet made with the real prepare script (see
   :func:`audioset.synthetic.build_mini_audioset` for the returned keys).
 * ``write_audio``: a helper writing a waveform as .wav/.mp3/.flac.
+* ``mini_esc50``, ``mini_openmic``, ``mini_fsd50k`` (session): mini releases made into each
+  dataset's layout by its real prepare script (see ``tests/downstream_data.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 
 import pytest
 import torch
+from downstream_data import prepared_esc50, prepared_fsd50k, prepared_openmic
 
 from audioset.synthetic import build_mini_audioset, write_audio_file
 
@@ -45,3 +48,21 @@ def write_audio():
 def mini_audioset(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A tiny synthetic AudioSet (16 balanced, 16 unbalanced, 8 eval clips of 1.5 s); see :func:`build_mini_audioset`."""
     return build_mini_audioset(tmp_path_factory.mktemp("mini_audioset"))
+
+
+@pytest.fixture(scope="session")
+def mini_esc50(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A mini ESC-50 (4 tone classes, 2 clips of 1 s per class and fold), prepared from its release zip."""
+    return prepared_esc50(tmp_path_factory.mktemp("mini_esc50"))
+
+
+@pytest.fixture(scope="session")
+def mini_openmic(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A mini OpenMIC-2018 (24 training and 8 test clips of 1 s), prepared from its archive."""
+    return prepared_openmic(tmp_path_factory.mktemp("mini_openmic"))
+
+
+@pytest.fixture(scope="session")
+def mini_fsd50k(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A mini FSD50K (64 train, 8 val, 8 eval clips of 0.6-2.6 s), prepared from its unpacked folders."""
+    return prepared_fsd50k(tmp_path_factory.mktemp("mini_fsd50k"))

@@ -14,12 +14,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "ex_audioset.py")
 
 
-def run_cli(*args: str, ddp: int | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ex_audioset.py; returns the process with ``.output`` (stdout + stderr)."""
+def run_cli(*args: str, ddp: int | None = None, timeout: int = 300, script: str = SCRIPT,
+            threads: int | None = None) -> subprocess.CompletedProcess:
+    """Run ``script`` (default ex_audioset.py); returns the process with ``.output`` (stdout + stderr).
+
+    ``threads`` sets OMP_NUM_THREADS (1 is fastest for tiny models on shared cores).
+    """
     env = {k: v for k, v in os.environ.items() if k not in ("DDP", "RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE")}
     if ddp:
         env["DDP"] = str(ddp)
-    proc = subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    proc = subprocess.run([sys.executable, script, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
     proc.output = proc.stdout + proc.stderr
     return proc

@@ -193,3 +193,32 @@ def test_build_module_follows_the_config_and_compiles_in_place(monkeypatch):
     assert all(k.startswith(("net.", "net_swa.", "swa_")) for k in module.state_dict())
     plain = build_module(spec, _config(swa=False), training=False)
     assert plain.net_swa is None and plain.lr_lambda is None and plain.mixup_alpha == 0.3
+
+
+def test_several_evaluation_sets_are_validated_and_named_each(tmp_path):
+    module = tiny_module(log_spectrograms=0, eval_sets=("valid", "eval"))
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer.fit(module, train_dataloaders=DataLoader(ToneSet(8), batch_size=4),
+                val_dataloaders=[DataLoader(ToneSet(7), batch_size=3), DataLoader(ToneSet(10), batch_size=4)])
+    metrics = trainer.callback_metrics
+    assert {"valid_mAP", "valid_loss", "eval_mAP", "eval_loss"} <= set(metrics)
+    assert not any(k.startswith("val_") for k in metrics)
+    assert module.last_eval_examples == {"valid": 7, "eval": 10} and module.last_val_examples == 7
+
+
+def test_ddp_gathering_uses_each_sets_own_sampler():
+    from types import SimpleNamespace
+
+    from torch.utils.data import DistributedSampler
+
+    module = tiny_module(eval_sets=("valid", "eval"))
+    loaders = [DataLoader(list(range(n)), sampler=DistributedSampler(list(range(n)), num_replicas=2, rank=0,
+                                                                    shuffle=False)) for n in (5, 8)]
+    module._trainer = SimpleNamespace(world_size=2, val_dataloaders=loaders)  # what Lightning exposes
+    for index, n in enumerate((5, 8)):
+        shards = [list(DistributedSampler(list(range(n)), num_replicas=2, rank=r, shuffle=False)) for r in range(2)]
+        gathered = torch.tensor(shards, dtype=torch.float32)[..., None]  # [world, per rank, 1]
+        module.all_gather = lambda t, g=gathered: g  # noqa: B023 - each set's own gathered tensor
+        logits, targets = module._gather_eval_set(torch.zeros(1), torch.zeros(1), index)
+        assert logits[:, 0].tolist() == list(range(n))  # every example once, padding removed

@@ -28,8 +28,6 @@ import argparse
 import hashlib
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script path: make the repository root importable
@@ -37,24 +35,13 @@ if __package__ in (None, ""):  # run as a script path: make the repository root 
 
 import av  # noqa: E402
 import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from audioset.prepare_scripts.labels import ensure_labels_csv, read_labels  # noqa: E402
 from audioset.prepare_scripts.segments import Segment, find_audio, index_audio_files, read_segments  # noqa: E402
 from helpers.data.audio_io import AudioDecodeError, encode_mp3, load_audio  # noqa: E402
-from helpers.data.hdf5_writer import PartialRun, ShardBuffer, assemble  # noqa: E402
+from helpers.data.hdf5_writer import PrepareResult, write_hdf5  # noqa: E402
 
 __all__ = ["PrepareResult", "create_hdf5", "encode_segment", "audio_name", "main"]
-
-
-@dataclass
-class PrepareResult:
-    """What :func:`create_hdf5` produced."""
-
-    out: Path
-    n_written: int
-    failed: list[tuple[str, str]]  # (ytid, reason)
-    failed_path: Path | None
 
 
 def audio_name(ytid: str) -> str:
@@ -159,63 +146,23 @@ def create_hdf5(
         "bit_rate": bit_rate,
         "cut_segments": cut_segments,
     }
-    partial = PartialRun(out.with_name(out.name + ".partial"), manifest)
-    # Failed segments are retried: cheap, and their audio may have been added since.
-    pending = [row for row in range(len(segments)) if row not in partial.done]
 
-    if pending:
+    def make_tasks(rows: list[int]) -> list[tuple]:
         files = index_audio_files(audio_dir)
         tasks = []
-        for row in pending:
+        for row in rows:
             seg = segments[row]
             path = find_audio(files, seg.ytid)
             tasks.append((row, os.fspath(path) if path else None, seg.start, seg.end, sample_rate, bit_rate, cut_segments))
-        _run_tasks(tasks, partial, workers, shard_size, len(segments), progress, out.name)
+        return tasks
 
-    failed_list = [(segments[row].ytid, reason) for row, reason in sorted(partial.failures().items())]
-    failed_path = out.with_name(out.name + ".failed.txt")
-    if failed_list:
-        failed_path.write_text("".join(f"{ytid}\t{reason}\n" for ytid, reason in failed_list), encoding="utf-8")
-    else:
-        failed_path.unlink(missing_ok=True)  # a stale list from an earlier run would mislead
-    if len(failed_list) == len(segments):
-        raise RuntimeError(
-            f"none of the {len(segments)} segments of {segments_csv} could be read (see {failed_path}); "
-            f"check --audio-dir {audio_dir} and the file naming (<ytid>.<ext> or Y<ytid>.<ext>)"
-        )
-    attrs = {"sample_rate": sample_rate, "n_classes": len(mids), "segments_csv": segments_csv.name}
-    n_written = assemble(partial, out, names, targets, attrs, progress=progress)
-    for path in partial.folder.iterdir():
-        path.unlink()
-    partial.folder.rmdir()
-    return PrepareResult(out, n_written, failed_list, failed_path if failed_list else None)
-
-
-def _run_tasks(
-    tasks: list[tuple], partial: PartialRun, workers: int, shard_size: int, total: int, progress: bool, label: str
-) -> None:
-    """Encode ``tasks`` (in order), writing a shard every ``shard_size`` segments and on any exit."""
-    buffer = ShardBuffer()
-    bar = tqdm(total=total, initial=total - len(tasks), desc=f"encoding {label}", unit="clip", disable=not progress)
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
-    # Submit in windows so that millions of segments do not become millions of pending futures.
-    window = max(shard_size, 64 * workers)
-    try:
-        for start in range(0, len(tasks), window):
-            chunk = tasks[start : start + window]
-            results = pool.map(_encode_task, chunk, chunksize=4) if pool else map(_encode_task, chunk)
-            for row, mp3, reason in results:
-                buffer.add(row, mp3, reason)
-                bar.update(1)
-                if len(buffer) >= shard_size:
-                    partial.write_shard(buffer)
-                    buffer = ShardBuffer()
-    finally:
-        # Keep everything finished so far, also on Ctrl-C or an error, so a rerun resumes here.
-        partial.write_shard(buffer)
-        bar.close()
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    return write_hdf5(
+        out, names=names, targets=targets, manifest=manifest, make_tasks=make_tasks, encode=_encode_task,
+        attrs={"sample_rate": sample_rate, "n_classes": len(mids), "segments_csv": segments_csv.name},
+        ids=[seg.ytid for seg in segments], what=f"segments of {segments_csv}",
+        empty_hint=f"check --audio-dir {audio_dir} and the file naming (<ytid>.<ext> or Y<ytid>.<ext>)",
+        workers=workers, shard_size=shard_size, progress=progress,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,9 +3,9 @@
 Public API:
 
 * :func:`decode_audio` -- bytes of any FFmpeg-readable file -> float32 mono waveform at a target rate.
-* :func:`load_audio` -- the same for a path on disk.
-* :func:`pad_or_truncate` -- fixed-length clips.
-* :func:`encode_audio` -- float waveform -> mp3 or flac bytes (through PyAV); :func:`encode_mp3` for mp3.
+* :func:`load_audio` -- the same for a path on disk; :func:`probe_audio` checks that a file is audio.
+* :func:`pad_or_truncate` -- fixed-length clips; :func:`fit_length` also cuts at a random offset.
+* :func:`encode_audio` -- float waveform -> mp3, flac or wav bytes (through PyAV); :func:`encode_mp3` for mp3.
 
 Why the decoder is faster than the classic "``frame.to_ndarray()`` per frame, then
 ``np.concatenate``" loop: an mp3 clip of 10 s has ~280 frames, and making a NumPy array of each
@@ -24,8 +24,11 @@ from typing import Literal
 
 import av
 import numpy as np
+import torch
 
-__all__ = ["AudioDecodeError", "decode_audio", "load_audio", "pad_or_truncate", "encode_audio", "encode_mp3"]
+__all__ = ["AudioDecodeError", "decode_audio", "load_audio", "pad_or_truncate", "fit_length", "seconds_to_samples",
+           "probe_audio", "encode_audio",
+           "encode_mp3"]
 
 DEFAULT_SAMPLE_RATE = 32000
 
@@ -112,6 +115,21 @@ def _decode(data: bytes, sample_rate: int, force_resample: bool) -> np.ndarray:
     return merged.to_ndarray()[0]
 
 
+def probe_audio(path: str | os.PathLike) -> str | None:
+    """None when ``path`` opens as audio and its first frame decodes; else why not (cheap: no full decode)."""
+    if not os.path.isfile(path):
+        return "file not found"
+    try:
+        with av.open(os.fspath(path), mode="r") as container:
+            if not container.streams.audio:
+                return "no audio stream"
+            for _ in container.decode(container.streams.audio[0]):
+                return None
+            return "no audio frames"
+    except (av.error.FFmpegError, OSError, ValueError, EOFError) as err:
+        return f"not readable as audio ({err})"
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE) -> np.ndarray:
     """Decode an audio file on disk to a float32 mono waveform at ``sample_rate`` (see :func:`decode_audio`)."""
     return decode_audio(Path(path).read_bytes(), sample_rate)
@@ -130,22 +148,49 @@ def pad_or_truncate(wave: np.ndarray, length: int) -> np.ndarray:
     return np.pad(wave, pad)
 
 
+def seconds_to_samples(seconds: float | None, sample_rate: int) -> int | None:
+    """A clip length in seconds (a config value) as samples; None stays None (whole clips)."""
+    if seconds is None:
+        return None
+    samples = int(round(float(seconds) * int(sample_rate)))
+    if samples <= 0:
+        raise ValueError(f"clip_length must be positive seconds, got {seconds}")
+    return samples
+
+
+def fit_length(wave: np.ndarray, length: int | None, random_crop: bool = False) -> np.ndarray:
+    """``wave`` (1-D) at exactly ``length`` samples: zero-padded at the end, or cut.
+
+    Longer clips are cut from the start, or at a uniformly random offset when ``random_crop``
+    (torch's generator, which DataLoader workers seed differently). ``length=None`` keeps the
+    whole clip.
+    """
+    if length is None:
+        return wave
+    excess = wave.shape[-1] - int(length)
+    if random_crop and excess > 0:
+        offset = int(torch.randint(excess + 1, ()))
+        wave = wave[..., offset:offset + int(length)]
+    return pad_or_truncate(wave, int(length))
+
+
 # Container format -> (encoder, sample format fed to it).
-_ENCODERS = {"mp3": ("libmp3lame", "fltp"), "flac": ("flac", "s16")}
+_ENCODERS = {"mp3": ("libmp3lame", "fltp"), "flac": ("flac", "s16"), "wav": ("pcm_s16le", "s16")}
 
 
 def encode_audio(
     wave: np.ndarray,
     sample_rate: int = DEFAULT_SAMPLE_RATE,
-    format: Literal["mp3", "flac"] = "mp3",
+    format: Literal["mp3", "flac", "wav"] = "mp3",
     bit_rate: int | None = None,
 ) -> bytes:
-    """Encode a mono waveform as a complete mp3 (libmp3lame) or flac (16 bit) file, through PyAV.
+    """Encode a mono waveform as a complete mp3 (libmp3lame), flac or wav (16 bit) file, through PyAV.
 
     Args:
         wave: 1-D float waveform (values in [-1, 1]); a [1, n] array is accepted too.
         sample_rate: the sample rate of ``wave`` and of the file (mp3 supports 8k-48k rates).
-        format: ``"mp3"`` or ``"flac"``; flac stores ``wave`` clipped to [-1, 1] as 16-bit samples.
+        format: ``"mp3"``, ``"flac"`` or ``"wav"``; flac and wav store ``wave`` clipped to [-1, 1]
+            as 16-bit samples.
         bit_rate: bits per second; None keeps FFmpeg's default for the encoder.
 
     Returns:

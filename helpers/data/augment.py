@@ -14,6 +14,8 @@ returns items of the same form:
   dataset with another target layout passes its own ``mix_targets`` (OpenMIC mixes masked labels).
   The batch mixup of spectrograms in the training step is separate.
 * :func:`concat_datasets` -- one dataset made of several (e.g. balanced + unbalanced AudioSet).
+* :func:`augment_training_set` -- the three wrappers in the original's order, as every
+  dataset's ``basedataset`` config switches them.
 
 Randomness comes from torch's global generator, which the DataLoader seeds differently in every
 worker (NumPy's global generator would repeat the same "random" values in each worker).
@@ -27,8 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
-__all__ = ["GainAugmentDataset", "RollDataset", "MixupDataset", "concat_datasets", "folded_beta", "mix_linearly",
-           "random_gain", "random_roll"]
+__all__ = ["GainAugmentDataset", "RollDataset", "MixupDataset", "augment_training_set", "concat_datasets",
+           "folded_beta", "mix_linearly", "random_gain", "random_roll"]
 
 Item = tuple[np.ndarray, str, np.ndarray]
 
@@ -161,3 +163,20 @@ def concat_datasets(datasets: Sequence[Dataset]) -> ConcatDataset:
     if len(n_classes) > 1:
         raise ValueError(f"cannot concatenate datasets with different n_classes: {sorted(n_classes)}")
     return ConcatDataset(datasets)
+
+
+def augment_training_set(dataset: Dataset, *, gain_augment: int = 7, roll: bool = True, roll_conf: dict | None = None,
+                         wavmix: bool = True, wavmix_beta: float = 2, wavmix_rate: float = 0.5,
+                         mix_targets: Callable[[np.ndarray, np.ndarray, float], np.ndarray] = mix_linearly) -> Dataset:
+    """``dataset`` wrapped in the training augmentations, in the original's order: gain -> roll -> wavmix.
+
+    The arguments are the ``basedataset`` keys of the same names; ``gain_augment=0``, ``roll=False``
+    and ``wavmix=False`` leave a wrapper out.
+    """
+    if gain_augment:
+        dataset = GainAugmentDataset(dataset, gain_augment)
+    if roll:
+        dataset = RollDataset.from_roll_conf(dataset, roll_conf)
+    if wavmix:
+        dataset = MixupDataset(dataset, beta=wavmix_beta, rate=wavmix_rate, mix_targets=mix_targets)
+    return dataset

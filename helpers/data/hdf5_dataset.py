@@ -7,9 +7,11 @@ File layout (unchanged from the original project, so existing files keep working
   the bytes of an mp3 file (any format FFmpeg reads works, mp3 at 32 kHz mono is what
   ``audioset/prepare_scripts`` writes).
 * ``target``: ``np.packbits`` of the N boolean labels of each clip, shape ``[clips, ceil(N/8)]``
-  ``uint8``. A plain boolean ``[clips, N]`` array is accepted too.
+  ``uint8`` (AudioSet, FSD50K). A plain boolean or float ``[clips, N]`` array is accepted too
+  (OpenMIC-2018 stores float32 ``[clips, 40]``: 20 label values then 20 masks).
 
-Items are ``(waveform float32 [1, clip_length], audio_name str, target float32 [n_classes])``.
+Items are ``(waveform float32 [1, clip_length], audio_name str, target float32 [n_classes])``
+(``clip_length=None``: the whole clip).
 
 Worker safety: the h5py handle is opened on the first ``__getitem__`` in each process (and
 re-opened after a fork), and is never pickled, so the dataset can go to DataLoader workers.
@@ -36,7 +38,7 @@ import numpy as np
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from helpers.data.audio_io import DEFAULT_SAMPLE_RATE, AudioDecodeError, decode_audio, pad_or_truncate
+from helpers.data.audio_io import DEFAULT_SAMPLE_RATE, AudioDecodeError, decode_audio, fit_length
 
 __all__ = [
     "CorruptClipError",
@@ -45,6 +47,7 @@ __all__ = [
     "read_corrupt_log",
     "read_targets",
     "decode_name",
+    "hdf5_class_names",
     "missing_file_error",
     "preload_hdf5",
     "require_hdf5",
@@ -108,13 +111,13 @@ def check_hdf5_layout(hf: h5py.File, path: str, n_classes: int) -> int:
     packed_width = math.ceil(n_classes / 8)
     ok = target.ndim == 2 and (
         (target.dtype == np.uint8 and target.shape[1] == packed_width)
-        or (target.dtype == np.bool_ and target.shape[1] == n_classes)
+        or ((target.dtype == np.bool_ or target.dtype.kind == "f") and target.shape[1] == n_classes)
     )
     if not ok:
         raise ValueError(
             f"{path}: 'target' has shape {target.shape} and dtype {target.dtype}, which does not fit "
             f"n_classes={n_classes} (expected uint8 [clips, {packed_width}] = packbits of {n_classes} "
-            f"labels, or bool [clips, {n_classes}]). Set n_classes to the number of labels the file "
+            f"labels, or bool/float [clips, {n_classes}]). Set n_classes to the number of labels the file "
             "was made with, or recreate the file with the matching label list."
         )
     return n
@@ -133,7 +136,8 @@ class Hdf5AudioDataset(Dataset):
 
     Args:
         hdf5_path: the file (layout in the module docstring).
-        clip_length: samples per item; clips are zero-padded or cut at the end.
+        clip_length: samples per item; clips are zero-padded or cut at the end (None: whole clips).
+        random_crop: cut longer clips at a random offset instead of keeping their start.
         sample_rate: decode at this rate (resampling if the stored audio differs).
         n_classes: the number of labels packed into ``target``; checked against the file.
         strict_decoding: raise :class:`CorruptClipError` on a corrupt clip instead of skipping it.
@@ -147,7 +151,7 @@ class Hdf5AudioDataset(Dataset):
     def __init__(
         self,
         hdf5_path: str | os.PathLike,
-        clip_length: int = 10 * DEFAULT_SAMPLE_RATE,
+        clip_length: int | None = 10 * DEFAULT_SAMPLE_RATE,
         sample_rate: int = DEFAULT_SAMPLE_RATE,
         n_classes: int = 527,
         strict_decoding: bool = False,
@@ -155,9 +159,11 @@ class Hdf5AudioDataset(Dataset):
         corrupt_log: str | os.PathLike | None = None,
         decoder: Decoder | None = None,
         max_skips: int = 100,
+        random_crop: bool = False,
     ) -> None:
         self.hdf5_path = require_hdf5(hdf5_path, prepare_hint)
-        self.clip_length = int(clip_length)
+        self.clip_length = None if clip_length is None else int(clip_length)
+        self.random_crop = random_crop
         self.sample_rate = int(sample_rate)
         self.n_classes = int(n_classes)
         self.strict_decoding = strict_decoding
@@ -208,8 +214,8 @@ class Hdf5AudioDataset(Dataset):
         return self._columns
 
     def _unpack_target(self, packed: np.ndarray) -> np.ndarray:
-        """A stored target row (packed uint8 or bool) as float32 multi-hot ``[n_classes]``."""
-        if packed.dtype == np.bool_:
+        """A stored target row (packed uint8, bool or float) as float32 ``[n_classes]``."""
+        if packed.dtype != np.uint8:
             return packed.astype(np.float32)
         return np.unpackbits(packed, count=self.n_classes).astype(np.float32)
 
@@ -234,7 +240,7 @@ class Hdf5AudioDataset(Dataset):
             except AudioDecodeError as err:
                 self._report_corrupt(current, decode_name(names[current]), err)
                 continue
-            wave = pad_or_truncate(wave, self.clip_length).reshape(1, -1)
+            wave = fit_length(wave, self.clip_length, self.random_crop).reshape(1, -1)
             return wave, decode_name(names[current]), self._unpack_target(targets[current])
         raise CorruptClipError(
             f"{self.hdf5_path}: {self.max_skips + 1} corrupt clips in a row from index {index}; "
@@ -253,6 +259,15 @@ class Hdf5AudioDataset(Dataset):
             # One small O_APPEND write per line keeps lines from several workers intact.
             with open(self.corrupt_log, "a", encoding="utf-8") as fh:
                 fh.write(line)
+
+
+def hdf5_class_names(path: str | os.PathLike) -> list[str] | None:
+    """The ``class_names`` attribute our prepare scripts store in a file (None when absent or no file)."""
+    if not os.path.isfile(path):
+        return None
+    with h5py.File(path, "r") as hf:
+        names = hf.attrs.get("class_names")
+    return None if names is None else [decode_name(n) for n in names]
 
 
 def read_corrupt_log(path: str | os.PathLike) -> list[tuple[int, str, str]]:

@@ -1,6 +1,9 @@
 """Resumable writing of an HDF5 dataset file: ``<out>.partial/`` holds finished work as small shards.
 
-Used by every prepare script (the datasets' ``prepare_scripts``).
+Used by every prepare script (the datasets' ``prepare_scripts``): a script turns its release into
+a list of clips (names, targets and where the audio is) and calls :func:`write_hdf5`, which
+encodes the clips (in worker processes, with a progress bar), keeps finished work, lists the
+failures in ``<out>.failed.txt`` and writes ``<out>``.
 
 Each shard (``shard_00000.h5``) holds a batch of processed segments -- the encoded clips and the
 segments that failed -- and is written to a temporary name, then renamed, so a shard is either
@@ -19,15 +22,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import h5py
 import numpy as np
 from tqdm import tqdm
 
-__all__ = ["ShardBuffer", "PartialRun", "assemble"]
+from helpers.data.audio_io import AudioDecodeError, encode_mp3, load_audio
+
+__all__ = ["ShardBuffer", "PartialRun", "PrepareResult", "assemble", "encode_file", "run_tasks", "write_hdf5"]
 
 _VLEN_BYTES = h5py.vlen_dtype(np.dtype("uint8"))
 _VLEN_STR = h5py.string_dtype("utf-8")
@@ -167,3 +174,109 @@ def assemble(
                     bar.update(len(rows))
     os.replace(tmp, out)
     return len(order)
+
+
+@dataclass
+class PrepareResult:
+    """What :func:`write_hdf5` produced."""
+
+    out: Path
+    n_written: int
+    failed: list[tuple[str, str]]  # (clip id, reason)
+    failed_path: Path | None
+
+
+#: a task is a tuple whose first element is the clip's row; the encoder returns (row, mp3 bytes, None)
+#: or (row, None, reason); it must be a module-level function (it runs in worker processes)
+Encoder = Callable[[tuple], tuple[int, "bytes | None", "str | None"]]
+
+
+def encode_file(task: tuple) -> tuple[int, bytes | None, str | None]:
+    """Encoder of whole files: ``(row, path or None, sample_rate, bit_rate)`` -> mono mp3 of the file."""
+    row, path, sample_rate, bit_rate = task
+    if path is None:
+        return row, None, "audio file not found"
+    try:
+        return row, encode_mp3(load_audio(path, sample_rate), sample_rate, bit_rate=bit_rate), None
+    except (AudioDecodeError, OSError, ValueError, av.error.FFmpegError) as err:
+        return row, None, f"{path}: {err}"
+
+
+def run_tasks(tasks: list[tuple], encode: Encoder, partial: PartialRun, workers: int, shard_size: int, total: int,
+              progress: bool, label: str) -> None:
+    """Encode ``tasks`` (in order), writing a shard every ``shard_size`` clips and on any exit."""
+    buffer = ShardBuffer()
+    bar = tqdm(total=total, initial=total - len(tasks), desc=f"encoding {label}", unit="clip", disable=not progress)
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    # Submit in windows so that millions of clips do not become millions of pending futures.
+    window = max(shard_size, 64 * workers)
+    try:
+        for start in range(0, len(tasks), window):
+            chunk = tasks[start : start + window]
+            results = pool.map(encode, chunk, chunksize=4) if pool else map(encode, chunk)
+            for row, mp3, reason in results:
+                buffer.add(row, mp3, reason)
+                bar.update(1)
+                if len(buffer) >= shard_size:
+                    partial.write_shard(buffer)
+                    buffer = ShardBuffer()
+    finally:
+        # Keep everything finished so far, also on Ctrl-C or an error, so a rerun resumes here.
+        partial.write_shard(buffer)
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def write_hdf5(
+    out: str | os.PathLike,
+    *,
+    names: list[str],
+    targets: np.ndarray,
+    attrs: dict,
+    manifest: dict,
+    make_tasks: Callable[[list[int]], list[tuple]],
+    encode: Encoder = encode_file,
+    ids: Sequence[str] | None = None,
+    what: str = "clips",
+    empty_hint: str = "",
+    workers: int = 1,
+    shard_size: int = 500,
+    progress: bool = True,
+) -> PrepareResult:
+    """Encode every clip not done yet, then write ``out`` from all finished work.
+
+    Args:
+        out: the HDF5 file; finished work waits in ``<out>.partial/`` until every clip is processed.
+        names / targets: ``audio_name`` and ``target`` of every row, in file order.
+        attrs: root attributes of the file.
+        manifest: the settings of the run (a rerun with other settings is refused).
+        make_tasks: ``rows -> tasks`` for the rows still to encode (only called when there are some,
+            so an expensive audio index is built only then).
+        encode: the encoder of a task (default :func:`encode_file`).
+        ids: how failures are named in ``<out>.failed.txt`` (default: ``names``).
+        what / empty_hint: the error when no clip at all can be read says "none of the N <what>
+            could be read; <empty_hint>".
+        workers / shard_size / progress: encoding processes, clips per resume checkpoint, tqdm bars.
+    """
+    out = Path(out)
+    ids = list(ids if ids is not None else names)
+    partial = PartialRun(out.with_name(out.name + ".partial"), manifest)
+    # Failed clips are retried: cheap, and their audio may have been added since.
+    pending = [row for row in range(len(names)) if row not in partial.done]
+    if pending:
+        run_tasks(make_tasks(pending), encode, partial, workers, shard_size, len(names), progress, out.name)
+
+    failed = [(ids[row], reason) for row, reason in sorted(partial.failures().items())]
+    failed_path = out.with_name(out.name + ".failed.txt")
+    if failed:
+        failed_path.write_text("".join(f"{name}\t{reason}\n" for name, reason in failed), encoding="utf-8")
+    else:
+        failed_path.unlink(missing_ok=True)  # a stale list from an earlier run would mislead
+    if len(failed) == len(names):
+        raise RuntimeError(f"none of the {len(names)} {what} could be read (see {failed_path}); {empty_hint}")
+    n_written = assemble(partial, out, names, targets, attrs, progress=progress)
+    for path in partial.folder.iterdir():
+        path.unlink()
+    partial.folder.rmdir()
+    return PrepareResult(out, n_written, failed, failed_path if failed else None)

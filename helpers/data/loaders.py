@@ -6,15 +6,16 @@ process group, so samplers can shard by rank:
 * training: the experiment's own sampler when it has one and ``weighted_sampler`` is on (the
   AudioSet importance sampler splits its draws among ranks itself), else random shuffling
   (``DistributedSampler(shuffle=True)`` under DDP);
-* test: in order; under DDP a ``DistributedSampler(shuffle=False)``, whose padding the Lightning
-  module removes again after gathering (every example is scored exactly once).
+* evaluation (one loader per evaluation set): in order; under DDP a
+  ``DistributedSampler(shuffle=False)``, whose padding the Lightning module removes again after
+  gathering (every example is scored exactly once).
 
 The Trainer runs with ``use_distributed_sampler=False`` so Lightning keeps these samplers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -46,19 +47,19 @@ class AudioDataModule(pl.LightningDataModule):
 
     Args:
         train_set: training dataset (None for evaluation only).
-        test_set: evaluation dataset.
-        training_cfg / test_cfg: the ``datasets.training`` / ``datasets.test`` config.
+        eval_sets: ``(dataset, loader config)`` of every evaluation set, in validation order.
+        training_cfg: the ``datasets.training`` config.
         seed: seed of the DDP training shuffle (the same on every rank).
         train_sampler: makes the experiment's own training sampler (used when
             ``training_cfg["weighted_sampler"]`` is true).
     """
 
-    def __init__(self, train_set: Dataset | None, test_set: Dataset | None, training_cfg: dict[str, Any],
-                 test_cfg: dict[str, Any], train_sampler: Callable[[], Sampler] | None = None,
+    def __init__(self, train_set: Dataset | None, eval_sets: Sequence[tuple[Dataset, dict[str, Any]]],
+                 training_cfg: dict[str, Any], train_sampler: Callable[[], Sampler] | None = None,
                  seed: int = 0) -> None:
         super().__init__()
-        self.train_set, self.test_set = train_set, test_set
-        self.training_cfg, self.test_cfg = dict(training_cfg), dict(test_cfg)
+        self.train_set, self.eval_sets = train_set, [(ds, dict(cfg)) for ds, cfg in eval_sets]
+        self.training_cfg = dict(training_cfg)
         self.train_sampler = train_sampler
         self.seed = seed  # the run's seed: the DDP shuffle order changes with it, like a plain shuffle
 
@@ -73,10 +74,13 @@ class AudioDataModule(pl.LightningDataModule):
             sampler = DistributedSampler(self.train_set, shuffle=bool(cfg.get("shuffle", True)), seed=self.seed)
         return make_loader(self.train_set, cfg, sampler)
 
-    def val_dataloader(self) -> DataLoader:
-        if self.test_set is None:
-            raise RuntimeError("This data module has no test set")
-        cfg = dict(self.test_cfg)
-        cfg["shuffle"] = False  # the module restores the order of DistributedSampler shards
-        sampler = DistributedSampler(self.test_set, shuffle=False) if _distributed() else None
-        return make_loader(self.test_set, cfg, sampler)
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """One loader per evaluation set (a single set gives a single loader)."""
+        if not self.eval_sets:
+            raise RuntimeError("This data module has no evaluation set")
+        loaders = []
+        for dataset, cfg in self.eval_sets:
+            cfg = {**cfg, "shuffle": False}  # the module restores the order of DistributedSampler shards
+            sampler = DistributedSampler(dataset, shuffle=False) if _distributed() else None
+            loaders.append(make_loader(dataset, cfg, sampler))
+        return loaders[0] if len(loaders) == 1 else loaders

@@ -144,7 +144,7 @@ def shared_config(experiment: str = "audioset") -> DescribedConfig:
                                     persistent_workers=True, drop_last=False), "the training loader")
     c.describe("datasets.training.weighted_sampler", "use the experiment's own sampler (e.g. class-balanced)")
     c.add("datasets.test", dict(batch_size=20, num_workers=workers, pin_memory=pin, persistent_workers=True),
-          "the evaluation loader")
+          "the evaluation loader (other evaluation loaders take the keys they do not set from it)")
 
     c.describe("wandb", "arguments of pytorch_lightning's WandbLogger and wandb.init")
     c.add("wandb.project", f"passt_{experiment}")
@@ -158,7 +158,7 @@ def shared_config(experiment: str = "audioset") -> DescribedConfig:
     c.add("wandb.log_model", False)
 
     c.describe("checkpointing", "arguments of the best-checkpoint ModelCheckpoint")
-    c.add("checkpointing.monitor", None, "None: val_<task metric>, e.g. val_mAP")
+    c.add("checkpointing.monitor", None, "None: <first evaluation set>_<task metric>, e.g. val_mAP")
     c.add("checkpointing.mode", None, "None: the task's (max for mAP)")
     c.add("checkpointing.save_top_k", 1)
     c.add("checkpointing.save_last", True, "last.ckpt after every epoch: nothing lost on a crash")
@@ -259,6 +259,9 @@ def check_config(cfg: dict[str, Any], defaults: dict[str, Any]) -> None:
     """
     sections = _library_sections()
     translate_legacy_keys(cfg.get("trainer", {}), announce=False)  # Lightning 1.x keys without an equivalent
+    for name, value in defaults.get("datasets", {}).items():  # every loader an experiment declares
+        if isinstance(value, dict):
+            sections.setdefault(f"datasets.{name}", sections["datasets.test"])
     known = set(_paths(defaults)) | {"seed"}
     for path in _paths(cfg):
         if path in known or path.startswith("__doc__") or path.endswith(".__doc__"):

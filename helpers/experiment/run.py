@@ -46,9 +46,10 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
     """Train and validate every epoch; returns the last validation metrics."""
     pl.seed_everything(seed, workers=True)
     run_dir = run_folder(cfg["output_dir"], spec.name, run, resume_from=cfg.get("ckpt_path"))
-    datamodule, corrupt_log, corrupt_before = datamodule_for(spec, cfg, run_dir, training=True)
-    module = module_for(spec, cfg, training=True)
-    checkpointing = checkpoint_callbacks(spec, cfg, run_dir)
+    task = spec.get_task()
+    datamodule, corrupt_log, corrupt_before = datamodule_for(spec, cfg, run_dir, training=True, task=task)
+    module = module_for(spec, cfg, training=True, task=task)
+    checkpointing = checkpoint_callbacks(spec, cfg, run_dir, task=task)
     callbacks: list[pl.Callback] = [*checkpointing, LearningRateMonitor(logging_interval="epoch")]
     if cfg["per_rank_seed"]:
         callbacks.append(PerRankSeed(seed))
@@ -68,25 +69,23 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
         )
         if trainer.is_global_zero:
             run.info["wandb"] = finish_wandb()
-    results = validation_metrics(trainer.callback_metrics)
-    results["val_examples"] = module.last_val_examples
-    return results
+    return evaluation_results(spec, trainer.callback_metrics, module)
 
 
 def evaluate(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dict[str, float]:
     """Validate the configured network (or ensemble) on the test set; prints and returns the metrics."""
     pl.seed_everything(seed)
     run_dir = run_folder(cfg["output_dir"], spec.name, run)
-    datamodule, corrupt_log, corrupt_before = datamodule_for(spec, cfg, run_dir, training=False)
-    module = module_for(spec, cfg, training=False)
+    task = spec.get_task()
+    datamodule, corrupt_log, corrupt_before = datamodule_for(spec, cfg, run_dir, training=False, task=task)
+    module = module_for(spec, cfg, training=False, task=task)
     trainer_cfg = {**cfg["trainer"], "enable_checkpointing": False}
     trainer = build_trainer(trainer_cfg, [], [SacredLogger(run)], default_root_dir=str(run_dir))
     try:
-        outputs = trainer.validate(module, datamodule=datamodule)
+        trainer.validate(module, datamodule=datamodule)
     finally:
         wait_for_child_processes(trainer)
-    results = validation_metrics(outputs[0] if outputs else trainer.callback_metrics)
-    results["val_examples"] = module.last_val_examples
+    results = evaluation_results(spec, trainer.callback_metrics, module)
     record_run_info(run, module, corrupt_log, corrupt_before)
     if trainer.is_global_zero:
         print("\nEvaluation results:")
@@ -103,6 +102,7 @@ def speed_test(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, float]:
     precision = resolve_precision(trainer_cfg.get("precision"), "cpu" if device.type == "cpu" else "gpu")
     dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(str(precision).split("-")[0])
     net = build_net(cfg["models"]).to(device).train()
+    task = spec.get_task()
     batch = int(st["batch_size"])
     x = torch.randn(batch, cfg["models"]["net"].get("in_channels", 1), cfg["models"]["mel"]["n_mels"],
                     cfg["models"]["net"]["input_tdim"], device=device)
@@ -113,7 +113,7 @@ def speed_test(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, float]:
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits, _ = net(x)
-            loss = spec.task.loss(logits, target)
+            loss = task.loss(logits, target)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -128,11 +128,15 @@ def speed_test(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, float]:
 
 
 def first_batches(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, list[str]]:
-    """One batch of each loader, described (shapes and first names)."""
-    dm = AudioDataModule(spec.train_set(), spec.test_set(), cfg["datasets"]["training"], cfg["datasets"]["test"],
-                         train_sampler=spec.train_sampler)
+    """One batch of each loader (``datasets.<name>``), described (shapes and first names)."""
+    eval_sets = spec.evaluation_sets()
+    dm = AudioDataModule(spec.train_set(), [(s.dataset(), loader_config(cfg, s.loader)) for s in eval_sets],
+                         cfg["datasets"]["training"], train_sampler=spec.train_sampler)
+    loaders = dm.val_dataloader()
+    loaders = loaders if isinstance(loaders, list) else [loaders]
     result = {}
-    for split, loader in (("training", dm.train_dataloader()), ("test", dm.val_dataloader())):
+    named = [("training", dm.train_dataloader())] + [(s.loader, ld) for s, ld in zip(eval_sets, loaders, strict=True)]
+    for split, loader in named:
         batch = next(iter(loader))
         result[split] = [_describe(part) for part in batch]
         print(f"{split}: " + "; ".join(result[split]))
@@ -141,8 +145,7 @@ def first_batches(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, list[s
 
 def loader_speed(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, float]:
     """Seconds to iterate the training loader twice (the second pass shows warm caches/workers)."""
-    dm = AudioDataModule(spec.train_set(), None, cfg["datasets"]["training"], {},
-                         train_sampler=spec.train_sampler)
+    dm = AudioDataModule(spec.train_set(), [], cfg["datasets"]["training"], train_sampler=spec.train_sampler)
     loader = dm.train_dataloader()
     result = {"batches": len(loader)}
     for attempt in ("first_pass_seconds", "second_pass_seconds"):
@@ -195,54 +198,65 @@ def check_dataset(dataset: Dataset, task: Task, n_classes: int, split: str) -> N
             f"n_classes, e.g. basedataset.n_classes) to the number of labels of the data.") from None
 
 
-def datamodule_for(spec: ExperimentSpec, cfg: dict[str, Any], run_dir: Path,
-                   training: bool = True) -> tuple[AudioDataModule, str, int]:
+def loader_config(cfg: dict[str, Any], name: str) -> dict[str, Any]:
+    """DataLoader arguments of ``datasets.<name>``; an evaluation loader takes what it does not set from ``datasets.test``."""
+    return {**cfg["datasets"]["test"], **cfg["datasets"].get(name, {})}
+
+
+def datamodule_for(spec: ExperimentSpec, cfg: dict[str, Any], run_dir: Path, training: bool = True,
+                   task: Task | None = None) -> tuple[AudioDataModule, str, int]:
     """The datasets (made now, so missing files and wrong targets fail before any training) and loaders.
 
     Returns the data module, the file that collects clips failing to decode, and how many lines it
     already holds (a resumed run's log keeps the failures of earlier attempts).
     """
+    task = task or spec.get_task()
     n_classes = net_output_classes(cfg["models"])
     train_set = spec.train_set() if training else None
-    test_set = spec.test_set()
-    for split, dataset in (("training", train_set), ("test", test_set)):
+    eval_sets = [(s.name, s.dataset(), loader_config(cfg, s.loader)) for s in spec.evaluation_sets()]
+    for split, dataset in [("training", train_set)] + [(name, ds) for name, ds, _ in eval_sets]:
         if dataset is not None:
-            check_dataset(dataset, spec.task, n_classes, split)
+            check_dataset(dataset, task, n_classes, split)
     corrupt_log = os.fspath(run_dir / "corrupt_clips.tsv")
-    for dataset in (test_set, train_set):
+    for dataset in [ds for _, ds, _ in eval_sets] + [train_set]:
         if dataset is not None:
             corrupt_log = attach_corrupt_log(dataset, corrupt_log)
-    dm = AudioDataModule(train_set, test_set, cfg["datasets"]["training"], cfg["datasets"]["test"],
+    dm = AudioDataModule(train_set, [(ds, loader) for _, ds, loader in eval_sets], cfg["datasets"]["training"],
                          train_sampler=spec.train_sampler, seed=cfg["seed"])
     return dm, corrupt_log, count_corrupt(corrupt_log)
 
 
-def module_for(spec: ExperimentSpec, cfg: dict[str, Any], training: bool = True) -> AudioModule:
+def module_for(spec: ExperimentSpec, cfg: dict[str, Any], training: bool = True,
+               task: Task | None = None) -> AudioModule:
     """The shared Lightning module with the configured network, front end, task and optimisation."""
     lr_lambda = get_lr_lambda(cfg["schedule_mode"], cfg["warm_up_len"], cfg["ramp_down_start"],
                               cfg["ramp_down_len"], cfg["last_lr_value"]) if training else None
     module = AudioModule(
-        build_net(cfg["models"]), build_mel(cfg["models"]["mel"]), spec.task, lr_lambda=lr_lambda,
+        build_net(cfg["models"]), build_mel(cfg["models"]["mel"]), task or spec.get_task(), lr_lambda=lr_lambda,
         lr=cfg["lr"], adamw=cfg["adamw"], weight_decay=cfg["weight_decay"],
         weight_decay_all=cfg["weight_decay_all"], mixup_alpha=cfg["mixup_alpha"] if cfg["use_mixup"] else None,
         swa=bool(cfg["swa"]) and training, log_spectrograms=cfg["log_spectrograms"] if training else 0,
         metadata={"experiment": spec.name, "models": cfg["models"],
                   "class_names": spec.class_names() if spec.class_names else None},
+        eval_sets=tuple(s.name for s in spec.evaluation_sets()),
     )
     if cfg["compile"]:
         module.net.compile()  # in place: parameter names (and checkpoint keys) stay net.*
     return module
 
 
-def checkpoint_callbacks(spec: ExperimentSpec, cfg: dict[str, Any], run_dir: Path) -> tuple[ModelCheckpoint, ...]:
-    """The best checkpoint by the task's monitor (``val_mAP`` for AudioSet), and ``last.ckpt`` every epoch.
+def checkpoint_callbacks(spec: ExperimentSpec, cfg: dict[str, Any], run_dir: Path,
+                         task: Task | None = None) -> tuple[ModelCheckpoint, ...]:
+    """The best checkpoint by the task's metric on the first evaluation set (``val_mAP`` for AudioSet,
+    ``valid_mAP`` for FSD50K), and ``last.ckpt`` every epoch.
 
     ``last.ckpt`` has a callback of its own: Lightning's ``save_last`` only writes it in epochs
     that also wrote a best checkpoint, and a crash must not lose the epochs since then.
     """
     ckpt_cfg = dict(cfg["checkpointing"])
-    monitor = ckpt_cfg.pop("monitor", None) or f"val_{spec.task.monitor}"
-    mode = ckpt_cfg.pop("mode", None) or spec.task.monitor_mode
+    task = task or spec.get_task()
+    monitor = ckpt_cfg.pop("monitor", None) or f"{spec.evaluation_sets()[0].name}_{task.monitor}"
+    mode = ckpt_cfg.pop("mode", None) or task.monitor_mode
     dirpath = ckpt_cfg.pop("dirpath", None) or str(run_dir / "checkpoints")
     filename = ckpt_cfg.pop("filename", None) or f"best-epoch{{epoch:03d}}-{monitor}-{{{monitor}:.4f}}"
     save_last = ckpt_cfg.pop("save_last", True)
@@ -269,15 +283,18 @@ def wandb_logger(spec: ExperimentSpec, cfg: dict[str, Any], run_dir: Path, run: 
 
 def record_run_info(run: Any, module: AudioModule, corrupt_log: str, before: int) -> None:
     """What every run stores in sacred's ``info``: network size, evaluated examples, clips that failed."""
-    run.info.update(n_params=sum(p.numel() for p in module.net.parameters()),
-                    val_examples=module.last_val_examples, corrupt_log=corrupt_log,
+    run.info.update({f"{name}_examples": n for name, n in module.last_eval_examples.items()})
+    run.info.update(n_params=sum(p.numel() for p in module.net.parameters()), corrupt_log=corrupt_log,
                     corrupt_clips=count_corrupt(corrupt_log, before),
                     corrupt_clip_examples=corrupt_examples(corrupt_log, before))
 
 
-def validation_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The ``val_*`` / ``swa_val_*`` entries of Lightning's metrics as floats."""
-    return {k: float(v) for k, v in sorted(metrics.items()) if "val_" in k}
+def evaluation_results(spec: ExperimentSpec, metrics: dict[str, Any], module: AudioModule) -> dict[str, float]:
+    """The metrics of every evaluation set (``val_*``, ``swa_val_*``, ...) as floats, and ``<set>_examples``."""
+    prefixes = tuple(p for s in spec.evaluation_sets() for p in (f"{s.name}_", f"swa_{s.name}_"))
+    results = {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefixes)}
+    results.update({f"{name}_examples": n for name, n in module.last_eval_examples.items()})
+    return results
 
 
 def _describe(value: Any) -> Any:

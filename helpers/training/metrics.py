@@ -26,24 +26,44 @@ def _check_shapes(scores: np.ndarray, targets: np.ndarray) -> None:
                          f"and {targets.shape}")
 
 
-def average_precision_per_class(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """AP of every class; NaN for classes without positives."""
+def _weights(weights: np.ndarray | None, labels: np.ndarray) -> np.ndarray:
+    """Per-sample-per-class weights ``[N, C]`` (all ones when None)."""
+    if weights is None:
+        return np.ones(labels.shape)
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != labels.shape:
+        raise ValueError(f"weights must have the shape of the targets {labels.shape}; got {weights.shape}")
+    return weights
+
+
+def average_precision_per_class(scores: np.ndarray, targets: np.ndarray,
+                                weights: np.ndarray | None = None) -> np.ndarray:
+    """AP of every class; NaN for classes without (weighted) positives.
+
+    ``weights`` ``[N, C]``: weight of every example in every class (scikit-learn's
+    ``sample_weight``, class by class); e.g. OpenMIC's masks leave out unannotated labels.
+    """
     scores, labels = np.asarray(scores, dtype=np.float64), _binary_targets(targets)
     _check_shapes(scores, labels)
+    w = _weights(weights, labels)
     ap = np.full(labels.shape[1], np.nan)
-    for c in np.flatnonzero(labels.sum(axis=0) > 0):
-        ap[c] = average_precision_score(labels[:, c], scores[:, c])
+    for c in np.flatnonzero((labels * w).sum(axis=0) > 0):
+        ap[c] = average_precision_score(labels[:, c], scores[:, c], sample_weight=w[:, c])
     return ap
 
 
-def roc_auc_per_class(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """ROC-AUC of every class; NaN for classes that lack positives or negatives."""
+def roc_auc_per_class(scores: np.ndarray, targets: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """ROC-AUC of every class; NaN for classes that lack (weighted) positives or negatives.
+
+    ``weights`` as for :func:`average_precision_per_class`.
+    """
     scores, labels = np.asarray(scores, dtype=np.float64), _binary_targets(targets)
     _check_shapes(scores, labels)
+    w = _weights(weights, labels)
     auc = np.full(labels.shape[1], np.nan)
-    positives = labels.sum(axis=0)
-    for c in np.flatnonzero((positives > 0) & (positives < labels.shape[0])):
-        auc[c] = roc_auc_score(labels[:, c], scores[:, c])
+    positives, negatives = (labels * w).sum(axis=0), ((1 - labels) * w).sum(axis=0)
+    for c in np.flatnonzero((positives > 0) & (negatives > 0)):
+        auc[c] = roc_auc_score(labels[:, c], scores[:, c], sample_weight=w[:, c])
     return auc
 
 

@@ -5,10 +5,12 @@ inside the module, then (training only) batch mixup on the spectrograms, then th
 the task's loss. What differs between datasets (loss, metrics, best-checkpoint metric) comes in
 as a :class:`helpers.training.tasks.Task`.
 
-Validation keeps the logits and targets of the whole evaluation set, gathers them from all
+Validation keeps the logits and targets of each whole evaluation set, gathers them from all
 processes (DDP), drops the padding ``DistributedSampler`` adds, and computes the task metrics on
-the full set on every rank, logged as ``val_<metric>`` and ``val_loss``. With SWA the averaged
-network is evaluated beside the live one as ``swa_val_<metric>`` in the epochs that updated it.
+the full set on every rank, logged as ``<set>_<metric>`` and ``<set>_loss`` (one set named
+``val`` by default: ``val_mAP``; FSD50K validates ``valid`` and ``eval``, one loader each). With
+SWA the averaged network is evaluated beside the live one as ``swa_<set>_<metric>`` in the epochs
+that updated it.
 """
 
 from __future__ import annotations
@@ -68,12 +70,15 @@ class AudioModule(pl.LightningModule):
         log_spectrograms: how many of the first training batches log a spectrogram image (wandb).
         metadata: stored in every checkpoint under ``"passt"`` (the experiment writes the ``models``
             config and the class names there, so a checkpoint alone rebuilds and names its network).
+        eval_sets: names of the evaluation sets, in the order of the validation loaders; they
+            prefix the metrics (``val`` -> ``val_mAP``).
     """
 
     def __init__(self, net: nn.Module, mel: nn.Module | None, task: Task,
                  lr_lambda: Callable[[int], float] | None = None, lr: float = 2e-5, adamw: bool = True,
                  weight_decay: float = 1e-4, weight_decay_all: bool = False, mixup_alpha: float | None = 0.3,
-                 swa: bool = False, log_spectrograms: int = 2, metadata: dict | None = None) -> None:
+                 swa: bool = False, log_spectrograms: int = 2, metadata: dict | None = None,
+                 eval_sets: tuple[str, ...] = ("val",)) -> None:
         super().__init__()
         self.net = net
         self.mel = mel
@@ -90,8 +95,11 @@ class AudioModule(pl.LightningModule):
         # in the state dict: checkpoints and resumed runs keep counting the same average
         self.register_buffer("swa_n_averaged", torch.zeros((), dtype=torch.long))
         self.register_buffer("swa_last_epoch", torch.full((), -1, dtype=torch.long))  # last epoch that updated it
-        self._val_outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        #: examples in the last computed validation (after removing DDP padding)
+        self.eval_sets = tuple(eval_sets)
+        self._val_outputs: dict[tuple[int, str], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        #: examples of each evaluation set in the last validation (after removing DDP padding)
+        self.last_eval_examples: dict[str, int] = {}
+        #: the same for the first evaluation set
         self.last_val_examples = 0
 
     # ----------------------------------------------------------------------------------- forward
@@ -127,11 +135,7 @@ class AudioModule(pl.LightningModule):
         if batch_idx < self.log_spectrograms and self.current_epoch == 0:
             self._log_spectrogram(spec, names, batch_idx)
         logits, _ = self.net(spec)
-        if perm is not None:
-            if targets.dim() == 1 and not targets.is_floating_point():  # class indices: one-hot to mix
-                targets = nn.functional.one_hot(targets.long(), logits.shape[-1])
-            targets = mix(targets.float(), perm, lam)
-        loss = self.task.loss(logits, targets)
+        loss = self.task.loss(logits, targets, perm, lam)  # the task mixes its targets like the inputs
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=spec.shape[0])
         return loss
@@ -148,41 +152,45 @@ class AudioModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         # chosen once per epoch: reading swa_n_averaged on every batch would sync the accelerator
         self._val_nets = self.evaluated_nets()
-        self._val_outputs = {prefix: [] for prefix, _ in self._val_nets}
+        self._val_outputs = {(i, prefix): [] for i in range(len(self.eval_sets)) for prefix, _ in self._val_nets}
 
-    def validation_step(self, batch, batch_idx: int) -> None:
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         wave, targets = batch[0], batch[2]
         spec = self.mel_forward(wave)
         for prefix, net in self._val_nets:
             logits, _ = net(spec)
             # kept on the device (the AudioSet evaluation set is ~42 MB of logits): no per-batch copy
-            self._val_outputs[prefix].append((logits.detach().float(), targets))
+            self._val_outputs[(dataloader_idx, prefix)].append((logits.detach().float(), targets))
 
     def on_validation_epoch_end(self) -> None:
         metrics: dict[str, float] = {}
-        for prefix, outputs in self._val_outputs.items():
+        for (index, prefix), outputs in self._val_outputs.items():
             if not outputs:
                 continue
             logits = torch.cat([o[0] for o in outputs])
             targets = torch.cat([o[1] for o in outputs])
-            logits, targets = self._gather_eval_set(logits, targets)
+            logits, targets = self._gather_eval_set(logits, targets, index)
             logits, targets = logits.cpu(), targets.cpu()  # the metrics run in NumPy
-            self.last_val_examples = int(logits.shape[0])
-            metrics[f"{prefix}val_loss"] = float(self.task.loss(logits, targets))
-            for name, value in self.task.metrics(logits, targets).items():
-                metrics[f"{prefix}val_{name}"] = value
+            name = self.eval_sets[index]
+            self.last_eval_examples[name] = int(logits.shape[0])
+            metrics[f"{prefix}{name}_loss"] = float(self.task.loss(logits, targets))
+            for metric, value in self.task.metrics(logits, targets).items():
+                metrics[f"{prefix}{name}_{metric}"] = value
+        self.last_val_examples = self.last_eval_examples.get(self.eval_sets[0], 0)
         self._val_outputs = {}
         if metrics:
             # identical on every rank already (computed on the gathered set): no sync needed
             self.log_dict(metrics, prog_bar=False, sync_dist=False, rank_zero_only=False)
 
-    def _gather_eval_set(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The full evaluation set from all processes, each example once."""
+    def _gather_eval_set(self, logits: torch.Tensor, targets: torch.Tensor,
+                         index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The full evaluation set ``index`` from all processes, each example once."""
         if self.trainer.world_size <= 1:
             return logits, targets
         gathered_logits = self.all_gather(logits).cpu()
         gathered_targets = self.all_gather(targets).cpu()
-        loader = self.trainer.val_dataloaders
+        loaders = self.trainer.val_dataloaders
+        loader = loaders[index] if isinstance(loaders, (list, tuple)) else loaders
         sampler = getattr(loader, "sampler", None)
         if is_unshuffled_distributed_sampler(sampler):
             n = len(sampler.dataset)

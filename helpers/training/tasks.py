@@ -1,19 +1,32 @@
 """What a dataset is trained for: its loss, its prediction and its metrics.
 
 The shared :class:`helpers.training.module.AudioModule` takes a task object, so an experiment
-script only picks one: AudioSet/FSD50K/OpenMIC are :class:`MultiLabelTask`, ESC-50 is
-:class:`MultiClassTask`. A new task only needs the four members of :class:`Task`.
+script only picks one: AudioSet and FSD50K are :class:`MultiLabelTask`, ESC-50 is
+:class:`MultiClassTask`, OpenMIC-2018 (partially annotated) is :class:`MaskedMultiLabelTask`.
+A new task only needs the members of :class:`Task`.
+
+Batch mixup mixes the inputs of a training batch (``x_i <- lam_i x_i + (1 - lam_i) x_perm[i]``,
+:mod:`helpers.training.mixup`); the module hands ``perm`` and ``lam`` to :meth:`Task.loss`, so each
+task mixes its own targets the way its loss needs them.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from helpers.training.metrics import accuracy, multilabel_metrics
+from helpers.training.metrics import (
+    accuracy,
+    average_precision_per_class,
+    multilabel_metrics,
+    roc_auc_per_class,
+)
+from helpers.training.mixup import mix
 
 
 class Task(Protocol):
@@ -24,8 +37,9 @@ class Task(Protocol):
     #: ``"max"`` or ``"min"`` for :attr:`monitor`
     monitor_mode: str
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean loss of a batch; ``targets`` may be mixed up (soft)."""
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor | None = None,
+             lam: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean loss of a batch; with ``perm``/``lam`` the inputs were mixed up and the targets are mixed alike."""
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Metrics of a whole evaluation set (CPU tensors)."""
@@ -41,8 +55,10 @@ class MultiLabelTask:
     monitor: str = "mAP"
     monitor_mode: str = "max"
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor | None = None,
+             lam: torch.Tensor | None = None) -> torch.Tensor:
+        targets = targets.float() if perm is None else mix(targets.float(), perm, lam)
+        return F.binary_cross_entropy_with_logits(logits.float(), targets)
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         scores = torch.sigmoid(logits.float()).numpy()
@@ -60,7 +76,14 @@ class MultiClassTask:
     monitor: str = "acc"
     monitor_mode: str = "max"
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor | None = None,
+             lam: torch.Tensor | None = None) -> torch.Tensor:
+        if perm is not None:
+            # cross-entropy is linear in the target distribution: mixing one-hot targets gives
+            # lam * CE(y_i) + (1 - lam) * CE(y_perm[i]), the original's mixup loss
+            if not targets.is_floating_point():
+                targets = F.one_hot(targets.long(), logits.shape[-1])
+            targets = mix(targets.float(), perm, lam)
         # float targets are (mixed-up) class probabilities; cross_entropy accepts both forms
         targets = targets.float() if targets.is_floating_point() else targets.long()
         return F.cross_entropy(logits.float(), targets)
@@ -74,3 +97,50 @@ class MultiClassTask:
                 raise ValueError(f"class index {int(targets)} is outside 0..{n_classes - 1}")
         elif targets.dim() != 1 or targets.shape[0] != n_classes:
             raise ValueError(f"targets of shape {tuple(targets.shape)} do not fit n_classes={n_classes}")
+
+
+@dataclass(frozen=True)
+class MaskedMultiLabelTask:
+    """Partially annotated multi-label data (OpenMIC-2018): a target is ``C`` labels then ``C`` masks.
+
+    A label counts as positive above 0.5; a mask of 0 means "not annotated". The loss is the binary
+    cross-entropy multiplied by the example's own mask (mixed-up targets mix the labels, each
+    example keeps its mask, as the original); the metrics are per-class AP and ROC-AUC with the
+    masks as weights, averaged over the classes (``mAP``, ``roc_auc``).
+    """
+
+    monitor: str = "mAP"
+    monitor_mode: str = "max"
+
+    @staticmethod
+    def split(targets: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(labels > 0.5, masks)`` of ``[B, 2C]`` targets, both float ``[B, C]``; ``[B, C]`` targets
+        (no masks, e.g. the speed test's) count every label as annotated."""
+        labels = (targets[..., :n_classes] > 0.5).float()
+        masks = targets[..., n_classes:].float() if targets.shape[-1] == 2 * n_classes else torch.ones_like(labels)
+        return labels, masks
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor | None = None,
+             lam: torch.Tensor | None = None) -> torch.Tensor:
+        labels, masks = self.split(targets, logits.shape[-1])
+        if perm is not None:
+            labels = mix(labels, perm, lam)
+        return (F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none") * masks).mean()
+
+    def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        labels, masks = self.split(targets, logits.shape[-1])
+        scores = torch.sigmoid(logits.float()).numpy()
+        ap = np.asarray(average_precision_per_class(scores, labels.numpy(), masks.numpy()), dtype=np.float64)
+        auc = np.asarray(roc_auc_per_class(scores, labels.numpy(), masks.numpy()), dtype=np.float64)
+        return {"mAP": _mean_scored(ap), "roc_auc": _mean_scored(auc), "classes_scored": float(np.sum(~np.isnan(ap)))}
+
+    def check_targets(self, targets: torch.Tensor, n_classes: int) -> None:
+        if targets.dim() != 1 or targets.shape[0] != 2 * n_classes:
+            raise ValueError(f"targets of shape {tuple(targets.shape)} do not fit n_classes={n_classes}: expected "
+                             f"{2 * n_classes} values, {n_classes} labels followed by {n_classes} masks")
+
+
+def _mean_scored(values: np.ndarray) -> float:
+    """Mean over the classes that could be scored (NaN when none could)."""
+    scored = values[~np.isnan(values)]
+    return float(scored.mean()) if scored.size else math.nan

@@ -1,0 +1,76 @@
+"""A PyTorch Dataset over audio files on disk (ESC-50's wav folder, a researcher's own clips).
+
+Items are ``(waveform float32 [1, clip_length], name, target float32 [classes])``, like the
+HDF5 datasets, so the same augmentation wrappers, loaders and tasks apply. Files are decoded with
+PyAV (any format FFmpeg reads), resampled to ``sample_rate`` and mixed down to mono.
+
+:func:`unreadable_files` checks a list of files before training (missing, or not audio), so a bad
+file is reported by name at start-up instead of in the middle of an epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from helpers.data.audio_io import DEFAULT_SAMPLE_RATE, AudioDecodeError, fit_length, load_audio, probe_audio
+
+__all__ = ["AudioFileDataset", "unreadable_files"]
+
+
+def unreadable_files(paths: Sequence[str | os.PathLike], progress: bool = True) -> list[tuple[str, str]]:
+    """``(path, reason)`` of every file that is missing or does not open as audio (header + first frame)."""
+    bad = []
+    for path in tqdm(paths, desc="checking audio files", unit="file", disable=not progress or len(paths) < 200):
+        reason = probe_audio(path)
+        if reason is not None:
+            bad.append((os.fspath(path), reason))
+    return bad
+
+
+class AudioFileDataset(Dataset):
+    """Clips read from audio files.
+
+    Args:
+        paths: one audio file per item.
+        targets: ``[items, classes]`` float targets (one-hot or multi-hot).
+        names: the name of each item (default: the file names).
+        clip_length: samples per item; shorter clips are zero-padded at the end (None: whole clips).
+        sample_rate: decode at this rate.
+        random_crop: cut longer clips at a random offset instead of keeping their start.
+        missing_hint: appended to the error when files do not exist (e.g. the prepare command).
+
+    Raises:
+        FileNotFoundError: some files do not exist (all are checked at once; the error names them).
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike], targets: np.ndarray, names: Sequence[str] | None = None,
+                 clip_length: int | None = 10 * DEFAULT_SAMPLE_RATE, sample_rate: int = DEFAULT_SAMPLE_RATE,
+                 random_crop: bool = False, missing_hint: str = "") -> None:
+        self.paths = [os.fspath(p) for p in paths]
+        self.targets = np.asarray(targets, dtype=np.float32)
+        if self.targets.ndim != 2 or len(self.targets) != len(self.paths):
+            raise ValueError(f"targets must be [{len(self.paths)}, classes], got {self.targets.shape}")
+        self.names = list(names) if names is not None else [os.path.basename(p) for p in self.paths]
+        self.clip_length, self.sample_rate, self.random_crop = clip_length, int(sample_rate), random_crop
+        self.n_classes = self.targets.shape[1]
+        missing = [p for p in self.paths if not os.path.isfile(p)]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise FileNotFoundError(f"{len(missing)} of {len(self.paths)} audio files not found: {shown}. {missing_hint}")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, str, np.ndarray]:
+        path = self.paths[index]
+        try:
+            wave = load_audio(path, self.sample_rate)
+        except AudioDecodeError as err:
+            raise AudioDecodeError(f"{path}: {err}") from err
+        wave = fit_length(wave, self.clip_length, self.random_crop).reshape(1, -1)
+        return wave, self.names[index], self.targets[index].copy()
