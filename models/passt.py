@@ -282,8 +282,9 @@ class PaSST(nn.Module):
     def _time_encodings(self, n_patches: int) -> tuple[torch.Tensor, int]:
         """Time encodings for ``n_patches`` columns, and how many columns to keep.
 
-        Shorter inputs use a window of the encodings: at a random offset in training (a host-side
-        draw, so no device sync), from the start in eval. Longer inputs are cut.
+        Shorter inputs use a window of the encodings: in training at an offset drawn uniformly
+        over the valid ones, on the device (no host round trip, no ``torch.compile`` graph
+        break), in eval from the start. Longer inputs are cut.
         """
         enc = self.time_new_pos_embed
         available = enc.shape[-1]
@@ -292,10 +293,10 @@ class PaSST(nn.Module):
                 f"Input has {n_patches} time patches but the time encodings cover {available} "
                 f"(about {self.max_frames} frames); the input is cut to fit.", stacklevel=3)
             return enc, available
-        offset = 0
         if self.training and n_patches < available:
-            offset = int(torch.randint(available - n_patches + 1, (1,)))
-        return enc[..., offset:offset + n_patches], n_patches
+            offset = torch.randint(available - n_patches + 1, (1,), device=enc.device)
+            return enc.index_select(3, offset + torch.arange(n_patches, device=enc.device)), n_patches
+        return enc[..., :n_patches], n_patches
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Token outputs after the final norm: ``[batch, num_tokens, embed_dim]``."""

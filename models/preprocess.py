@@ -18,6 +18,11 @@ from torchaudio.compliance.kaldi import get_mel_banks
 _logger = logging.getLogger(__name__)
 
 
+def _mel_scale(freq: torch.Tensor) -> torch.Tensor:
+    """Hz to Kaldi's mel scale."""
+    return 1127.0 * (1.0 + freq / 700.0).log()
+
+
 class AugmentMelSTFT(nn.Module):
     """Waveforms ``[batch, samples]`` to normalised log-mel spectrograms ``[batch, n_mels, frames]``.
 
@@ -44,6 +49,12 @@ class AugmentMelSTFT(nn.Module):
         self.register_buffer("preemphasis", torch.tensor([[[-0.97, 1.0]]]), persistent=False)
         # eval-mode banks never change: computed once instead of on every batch
         self.register_buffer("eval_mel_basis", self._mel_basis(fmin, fmax), persistent=False)
+        # training banks are rebuilt per batch on the device from these (see random_mel_basis)
+        top_fmin, top_fmax = fmin + fmin_aug_range - 1, fmax + fmax_aug_range // 2
+        if not (0 <= fmin and top_fmax <= sr / 2 and top_fmin < top_fmax - fmax_aug_range + 1):
+            raise ValueError(f"The training band must stay within 0..{sr / 2:g} Hz with fmin below fmax: fmin={fmin} "
+                             f"(up to {top_fmin}) and fmax={fmax} ({top_fmax - fmax_aug_range + 1}..{top_fmax})")
+        self.register_buffer("fft_bin_mels", _mel_scale(sr / n_fft * torch.arange(n_fft // 2.0)), persistent=False)
         self.freqm = torchaudio.transforms.FrequencyMasking(freqm, iid_masks=True) if freqm else nn.Identity()
         self.timem = torchaudio.transforms.TimeMasking(timem, iid_masks=True) if timem else nn.Identity()
 
@@ -56,9 +67,33 @@ class AugmentMelSTFT(nn.Module):
         """Mel banks for this call: fixed in eval, with randomly shifted fmin/fmax in training."""
         if not self.training:
             return self.eval_mel_basis
-        fmin = self.fmin + int(torch.randint(self.fmin_aug_range, (1,)))
-        fmax = self.fmax + self.fmax_aug_range // 2 - int(torch.randint(self.fmax_aug_range, (1,)))
-        return self._mel_basis(fmin, fmax).to(self.eval_mel_basis.device)
+        return self.random_mel_basis(*self.random_band())
+
+    def random_band(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training ``(fmin, fmax)``: ``fmin + randint(fmin_aug_range)`` and
+        ``fmax + fmax_aug_range // 2 - randint(fmax_aug_range)`` Hz, drawn on the device (0-dim tensors)."""
+        device = self.fft_bin_mels.device
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        fmin = self.fmin + torch.randint(self.fmin_aug_range, (), device=device, dtype=dtype)
+        fmax = self.fmax + self.fmax_aug_range // 2 - torch.randint(self.fmax_aug_range, (), device=device, dtype=dtype)
+        return fmin, fmax
+
+    def random_mel_basis(self, fmin: torch.Tensor, fmax: torch.Tensor) -> torch.Tensor:
+        """Kaldi's mel banks (``get_mel_banks`` without warping) for a band given as device tensors.
+
+        Made where the spectrogram is, with no host round trip: ``get_mel_banks`` takes Python
+        numbers and builds its banks on the CPU. The band edges are computed in double precision
+        and rounded to float32 as Kaldi's are, so the banks are the same as its (``tests/test_preprocess.py``).
+        """
+        mel_low, mel_high = _mel_scale(fmin), _mel_scale(fmax)
+        delta = ((mel_high - mel_low) / (self.n_mels + 1)).float()
+        steps = torch.arange(self.n_mels + 2, device=delta.device, dtype=torch.float32).unsqueeze(1)
+        edges = mel_low.float() + steps * delta  # left, centre and right edges of the triangles
+        left, center, right = edges[:-2], edges[1:-1], edges[2:]
+        rising = (self.fft_bin_mels - left) / (center - left)
+        falling = (right - self.fft_bin_mels) / (right - center)
+        banks = torch.minimum(rising, falling).clamp_min(0.0)
+        return F.pad(banks, (0, 1))  # as _mel_basis: no weight on the Nyquist bin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2:

@@ -28,7 +28,7 @@ class Task(Protocol):
         """Mean loss of a batch; ``targets`` may be mixed up (soft)."""
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """Metrics of a whole evaluation set (CPU tensors)."""
+        """Metrics of a whole evaluation set, computed where the tensors are (the accelerator)."""
 
     def check_targets(self, targets: torch.Tensor, n_classes: int) -> None:
         """Raise ValueError when a dataset's targets cannot be used with ``n_classes`` outputs."""
@@ -45,8 +45,7 @@ class MultiLabelTask:
         return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        scores = torch.sigmoid(logits.float()).numpy()
-        return multilabel_metrics(scores, targets.float().numpy())
+        return multilabel_metrics(torch.sigmoid(logits.float()), targets)
 
     def check_targets(self, targets: torch.Tensor, n_classes: int) -> None:
         if targets.dim() != 1 or targets.shape[0] != n_classes:
@@ -66,7 +65,7 @@ class MultiClassTask:
         return F.cross_entropy(logits.float(), targets)
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        return {"acc": accuracy(logits.float().numpy(), targets.numpy())}
+        return {"acc": accuracy(logits.float(), targets)}
 
     def check_targets(self, targets: torch.Tensor, n_classes: int) -> None:
         if targets.dim() == 0:
