@@ -4,15 +4,18 @@ A loop step is what ``ex_audioset.py`` runs per batch: 10 s waveforms from RAM (
 a GPU pinned and copied by the DataLoader), the mel front end with its random bands and
 SpecAugment, batch mixup, PaSST with structured patchout (40 time columns, 4 frequency rows),
 BCE, the step and epoch loss logging, backward, fused AdamW, the progress bar and a CSV logger,
-all in ``pytorch_lightning.Trainer`` built by ``helpers.experiment.trainer.build_trainer``. The
-bare step is the network alone on a spectrogram batch already on the device (forward, BCE,
-backward, fused AdamW), measured in the same process right after; the difference is what the
-loop adds per step. The mel front end alone (training mode) is timed too, to explain it.
+all in the ``pytorch_lightning.Trainer`` that ``helpers.experiment.trainer.build_trainer`` builds.
+The bare step is the network alone on a spectrogram batch already on the device (forward, BCE,
+backward, fused AdamW); the difference is what the loop adds per step. The mel front end alone
+(training mode) is timed too, to explain it.
+
+All of them are timed side by side inside one run: windows of loop steps alternate with windows
+of bare steps, mel calls and a chain of large matmuls (the sustained matmul peak, in the run's
+precision), and the best window of each kind counts, so a busy machine does not bias the ratios.
 
 MFU = model FLOPs per step (3x the forward matmul FLOPs of the network,
-``models.passt.flops_per_example``) x steps/s, over the sustained matmul peak measured here
-(several back-to-back large matmuls in the run's precision) and, on a known GPU, over its
-spec-sheet dense peak (TF32 for ``32-true``: ``fast_fp32_matmuls`` enables it on CUDA).
+``models.passt.flops_per_example``) x steps/s, over that measured peak and, on a known GPU, over
+its data-sheet dense peak (TF32 for ``32-true``: ``fast_fp32_matmuls`` enables it on CUDA).
 
 It also times the validation metrics (mAP and ROC-AUC of ``helpers.training.metrics``) for
 20,000 clips x 527 classes on the device, next to scikit-learn's per-class loop on the CPU.
@@ -35,6 +38,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -75,11 +79,52 @@ def spec_peak(device: str, precision: str) -> float | None:
     return next((peaks[kind] * 1e12 for key, peaks in SPEC_PEAKS if key in name), None)
 
 
-def sustained_matmul_peak(precision: str, device: str) -> float:
-    """Best FLOP/s of several back-to-back ``n x n`` matmuls (one is too short to be sustained)."""
-    from helpers.experiment.trainer import fast_fp32_matmuls
+class SideBySide(pl.Callback):
+    """Alternates timed windows inside one Lightning run, so that all figures share the machine's state.
 
-    fast_fp32_matmuls(device)
+    After ``warmup`` untimed loop steps, each of ``rounds`` rounds times ``steps`` loop steps (the
+    device synced only at the window's ends, as a real run never syncs), then, from the end of the
+    window's last step, ``steps`` bare network steps, ``steps`` mel front-end calls and a chain of
+    large matmuls. Keeps the best window of each: other load on the machine only slows things down.
+    """
+
+    def __init__(self, warmup: int, steps: int, rounds: int, device: str, bare_step, mel_step, matmuls) -> None:
+        self.warmup, self.steps, self.rounds, self.device = warmup, steps, rounds, device
+        self.bare_step, self.mel_step, self.matmuls = bare_step, mel_step, matmuls
+        self.best = {"loop": float("inf"), "bare": float("inf"), "mel": float("inf"), "matmul": float("inf")}
+        self.start = self.fit_start = self.warmup_seconds = float("nan")
+
+    def _window(self, batch_idx: int) -> tuple[int, int]:
+        """(round, position in its window) of a training step; round -1 during the warm-up."""
+        return (-1, 0) if batch_idx < self.warmup else divmod(batch_idx - self.warmup, self.steps)
+
+    def on_train_start(self, trainer, pl_module):
+        self.fit_start = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._window(batch_idx)[1] == 0 and batch_idx >= self.warmup:
+            synchronize(self.device)
+            self.start = time.perf_counter()
+            if batch_idx == self.warmup:
+                self.warmup_seconds = self.start - self.fit_start  # includes compiling
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        round_, position = self._window(batch_idx)
+        if round_ < 0 or position != self.steps - 1:
+            return
+        synchronize(self.device)
+        self.best["loop"] = min(self.best["loop"], (time.perf_counter() - self.start) / self.steps)
+        if round_ == 0:  # first use: optimizer state, kernel selection
+            self.bare_step()
+            self.mel_step()
+            self.matmuls()
+        self.best["bare"] = min(self.best["bare"], time_steps(self.bare_step, self.steps, self.device) / self.steps)
+        self.best["mel"] = min(self.best["mel"], time_steps(self.mel_step, self.steps, self.device) / self.steps)
+        self.best["matmul"] = min(self.best["matmul"], time_steps(self.matmuls, 1, self.device))
+
+
+def matmul_chain(precision: str, device: str) -> tuple[Callable[[], None], float]:
+    """Several back-to-back ``n x n`` matmuls (one alone is too short to be sustained), and their FLOPs."""
     n, chain = (8192, 20) if device == "cuda" else (2048, 6)
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
@@ -89,26 +134,7 @@ def sustained_matmul_peak(precision: str, device: str) -> float:
         for _ in range(chain):
             torch.matmul(a, b, out=out)
 
-    chained()
-    return max(2 * n**3 * chain / time_steps(chained, 1, device) for _ in range(3))
-
-
-class StepTimer(pl.Callback):
-    """Times training steps ``warmup .. warmup + steps - 1`` of a Lightning run (device synced at both ends)."""
-
-    def __init__(self, warmup: int, steps: int, device: str) -> None:
-        self.warmup, self.steps, self.device = warmup, steps, device
-        self.start = self.seconds = float("nan")
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == self.warmup:
-            synchronize(self.device)
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if batch_idx == self.warmup + self.steps - 1:
-            synchronize(self.device)
-            self.seconds = time.perf_counter() - self.start
+    return chained, 2.0 * n**3 * chain
 
 
 def build_module(model: str, compiled: bool):
@@ -142,60 +168,56 @@ def waveforms_in_ram(clips: int):
     return Clips(waves, targets)
 
 
-def measure_loop(model: str, batch: int, steps: int, warmup: int, device: str, precision: str,
+def measure_loop(model: str, batch: int, steps: int, rounds: int, warmup: int, device: str, precision: str,
                  compiled: bool, workers: int) -> dict:
-    """Seconds per step of the real training loop, and what the network alone takes."""
+    """Seconds per step of the real training loop, of the network alone and of the mel front end,
+    and the sustained matmul FLOP/s, measured side by side (:class:`SideBySide`)."""
     from pytorch_lightning.loggers import CSVLogger
     from torch.utils.data import DataLoader, RandomSampler
 
     from helpers.experiment.trainer import build_trainer
     from helpers.training.optim import make_optimizer
-    from models.passt import flops_per_example
+    from models.passt import flops_per_example, get_model
 
     module = build_module(model, compiled)
     data = waveforms_in_ram(2 * batch)
+    total_steps = warmup + rounds * steps
     loader = DataLoader(data, batch_size=batch, num_workers=workers, pin_memory=device == "cuda",
                         persistent_workers=workers > 0,
-                        sampler=RandomSampler(data, replacement=True, num_samples=batch * (warmup + steps)))
-    timer = StepTimer(warmup, steps, device)
+                        sampler=RandomSampler(data, replacement=True, num_samples=batch * total_steps))
+
+    # the bare network step: the same network (weights, precision, fused AdamW) on a batch already on the device
+    spec = torch.randn(batch, 1, module.mel.n_mels, module.mel.frames(SAMPLES), device=device)
+    targets = (torch.rand(batch, N_CLASSES, device=device) < 0.005).float()
+    wave = torch.randn(batch, SAMPLES, device=device)
+    bare = {}
+
+    def bare_step() -> None:
+        if not bare:  # made on first use, once Lightning has moved the network to the device
+            bare["optimizer"] = make_optimizer(module.parameter_groups(), lr=module.lr)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision.startswith("bf16")):
+            logits, _ = module.net(spec)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), targets)
+        bare["optimizer"].zero_grad(set_to_none=True)
+        loss.backward()
+        bare["optimizer"].step()
+
+    matmuls, matmul_flops = matmul_chain(precision, device)
+    timer = SideBySide(warmup, steps, rounds, device, bare_step, lambda: module.mel(wave), matmuls)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = build_trainer({"accelerator": "gpu" if device == "cuda" else "cpu", "devices": 1,
-                                 "precision": precision, "max_epochs": 1, "limit_val_batches": 0,
+                                 "precision": precision, "max_steps": total_steps, "limit_val_batches": 0,
                                  "num_sanity_val_steps": 0, "enable_checkpointing": False,
                                  "enable_model_summary": False, "log_every_n_steps": 50, "benchmark": True},
                                 callbacks=[timer], loggers=[CSVLogger(tmp)], default_root_dir=tmp)
-        start = time.perf_counter()
         trainer.fit(module, loader)
-        total = time.perf_counter() - start
-    loop = timer.seconds / steps
-
-    # the bare network on a ready batch, same weights, precision and optimizer
-    net = module.net.to(device).train()
-    optimizer = make_optimizer(module.parameter_groups(), lr=module.lr)
-    spec = torch.randn(batch, 1, module.mel.n_mels, module.mel.frames(SAMPLES), device=device)
-    targets = (torch.rand(batch, N_CLASSES, device=device) < 0.005).float()
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
-
-    def bare_step() -> None:
-        with autocast:
-            logits, _ = net(spec)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    bare = time_steps(bare_step, steps, device, warmup=warmup) / steps
-    wave = torch.randn(batch, SAMPLES, device=device)
-    mel_front_end = module.mel.to(device).train()
-    mel = time_steps(lambda: mel_front_end(wave), steps, device, warmup=1) / steps
     with torch.device("meta"):
-        from models.passt import get_model
-
         reference = get_model(pretrained=False, s_patchout_t=40, s_patchout_f=4, **MODELS[model])
-    flops = 3 * flops_per_example(reference, 1000, training=True) * batch
-    return {"loop_s": loop, "bare_s": bare, "mel_s": mel, "warmup_s": total - timer.seconds,
-            "flops_per_step": flops}
+    best = timer.best
+    return {"loop_s": best["loop"], "bare_s": best["bare"], "mel_s": best["mel"],
+            "peak_flops": matmul_flops / best["matmul"], "warmup_s": timer.warmup_seconds,
+            "flops_per_step": 3 * flops_per_example(reference, module.mel.frames(SAMPLES), training=True) * batch}
 
 
 def measure_metrics(device: str, examples: int = 20000, classes: int = N_CLASSES, sklearn: bool = True) -> dict:
@@ -241,8 +263,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=list(MODELS), help="default: passt_s on a GPU, tiny on a CPU")
     parser.add_argument("--batches", nargs="+", type=int, default=[12, 64])
     parser.add_argument("--precision", help="trainer precision (default: bf16-mixed on a GPU, 32-true on a CPU)")
-    parser.add_argument("--steps", type=int, help="timed steps (default: 20 on a GPU, 3 on a CPU)")
-    parser.add_argument("--warmup", type=int, help="untimed steps first (default: 10 on a GPU, 2 on a CPU)")
+    parser.add_argument("--steps", type=int, help="timed steps per window (default: 20 on a GPU, 1 on a CPU)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed windows of each kind; the best counts (default: 3)")
+    parser.add_argument("--warmup", type=int, help="untimed loop steps first (default: 10 on a GPU, 2 on a CPU)")
     parser.add_argument("--compile", choices=["off", "on", "both"], help="torch.compile the network (default: "
                         "both on a GPU, off on a CPU)")
     parser.add_argument("--workers", type=int, help="DataLoader workers (default: 4 on a GPU, 0 on a CPU)")
@@ -251,50 +274,46 @@ def main() -> None:
 
     if args.child:
         kind, *rest = args.child
-        if kind == "peak":
-            result = {"flops": sustained_matmul_peak(rest[0], rest[1])}
-        elif kind == "metrics":
+        if kind == "metrics":
             torch.set_num_threads(int(rest[1]))
             result = measure_metrics(rest[0])
         else:
-            model, batch, steps, warmup, device, precision, compiled, workers = rest
-            result = measure_loop(model, int(batch), int(steps), int(warmup), device, precision, compiled == "on",
-                                  int(workers))
+            model, batch, steps, rounds, warmup, device, precision, compiled, workers = rest
+            result = measure_loop(model, int(batch), int(steps), int(rounds), int(warmup), device, precision,
+                                  compiled == "on", int(workers))
         print(json.dumps(result))
         return
 
     on_gpu = args.device == "cuda"
     models = args.models or (["passt_s"] if on_gpu else ["tiny"])
     precision = args.precision or ("bf16-mixed" if on_gpu else "32-true")
-    steps = args.steps or (20 if on_gpu else 3)
+    steps = args.steps or (20 if on_gpu else 1)
     warmup = args.warmup or (10 if on_gpu else 2)
     compile_modes = {"off": ["off"], "on": ["on"], "both": ["off", "on"]}[args.compile or ("both" if on_gpu else "off")]
     workers = args.workers if args.workers is not None else (4 if on_gpu else 0)
-    print(f"Machine: {machine_description(args.device)}; {precision}; {steps} timed steps after {warmup} "
-          f"warm-up; {workers} loader workers\n", flush=True)
-
-    peak = run_child(["peak", precision, args.device])["flops"]
     spec = spec_peak(args.device, precision)
-    print(f"sustained matmul peak ({'bf16' if precision.startswith('bf16') else 'fp32'}): {peak / 1e9:,.0f} GFLOP/s"
+    kind = "bf16" if precision.startswith("bf16") else "fp32"
+    print(f"Machine: {machine_description(args.device)}; {precision}; best of {args.rounds} windows of {steps} "
+          f"steps after {warmup} warm-up steps; {workers} loader workers"
           + (f"; data-sheet peak {spec / 1e12:,.0f} TFLOP/s" if spec else ""), flush=True)
-    header = ("| model | batch | compile | loop ms/step | specs/s | MFU | bare network ms/step | "
-              "loop overhead ms/step | mel front end ms | warm-up s |")
+    header = (f"| model | batch | compile | loop ms/step | specs/s | MFU | bare network ms/step | "
+              f"loop overhead ms/step | mel front end ms | {kind} matmul peak GFLOP/s | warm-up s |")
     if spec:
         header = header.replace("| MFU |", "| MFU | MFU (data sheet) |")
     print("\n" + header + "\n|" + "---|" * (header.count("|") - 1), flush=True)
     for model in models:
         for batch in args.batches:
             for compiled in compile_modes:
-                r = run_child(["loop", model, str(batch), str(steps), str(warmup), args.device, precision, compiled,
-                               str(workers)])
+                r = run_child(["loop", model, str(batch), str(steps), str(args.rounds), str(warmup), args.device,
+                               precision, compiled, str(workers)])
                 achieved = r["flops_per_step"] / r["loop_s"]
                 overhead = r["loop_s"] - r["bare_s"]
                 cells = [model, str(batch), compiled, f"{r['loop_s'] * 1e3:,.1f}", f"{batch / r['loop_s']:,.1f}",
-                         f"{achieved / peak:.0%}"]
+                         f"{achieved / r['peak_flops']:.0%}"]
                 if spec:
                     cells.append(f"{achieved / spec:.0%}")
                 cells += [f"{r['bare_s'] * 1e3:,.1f}", f"{overhead * 1e3:,.1f} ({overhead / r['loop_s']:.0%})",
-                          f"{r['mel_s'] * 1e3:,.1f}", f"{r['warmup_s']:,.1f}"]
+                          f"{r['mel_s'] * 1e3:,.1f}", f"{r['peak_flops'] / 1e9:,.0f}", f"{r['warmup_s']:,.1f}"]
                 print("| " + " | ".join(cells) + " |", flush=True)
 
     if not args.no_metrics:
