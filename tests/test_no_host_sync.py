@@ -7,8 +7,8 @@ Two checks cover the loop:
 
 1. The module's own steps on fake CUDA tensors (``FakeTensorMode``: shapes and devices without
    data or a GPU). Reading a value or a data-dependent shape raises there, an op mixing a CPU
-   tensor into CUDA ones fails its device check, and :class:`CrossDeviceCopies` fails on every
-   copy between host and device. This covers the mel front end with its random bands and
+   tensor into CUDA ones fails its device check, and :class:`DeviceSyncs` fails on every copy
+   between host and device. This covers the mel front end with its random bands and
    SpecAugment, mixup, patchout, the time-encoding offset, the loss and its logging, the fused
    optimizer step, the validation step and the metrics.
 2. The real Lightning loop on the CPU (backward, optimizer, logging, progress bar): during the
@@ -45,17 +45,27 @@ def tiny_module(module_class=AudioModule) -> AudioModule:
                         lr_lambda=lambda epoch: 1.0, lr=1e-3, mixup_alpha=0.3, log_spectrograms=0)
 
 
-class CrossDeviceCopies(TorchDispatchMode):
-    """Fails on every copy between two devices (host to device or back)."""
+class DeviceSyncs(TorchDispatchMode):
+    """Fails on every copy between host and device and on every value read from the device.
+
+    Values of host tensors (a CPU-side draw that stays on the CPU costs no sync) read as 0: fake
+    tensors carry no data, and the check is about the device, not about these values.
+    """
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func.overloadpacket in (torch.ops.aten._to_copy, torch.ops.aten.copy_, torch.ops.aten.lift_fresh):
-            devices = {a.device for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)}
-            if "device" in kwargs and kwargs["device"] is not None:
-                devices.add(torch.device(kwargs["device"]))
-            if len({d.type for d in devices}) > 1 or torch.device("cpu") in devices:
-                raise AssertionError(f"{func} copies between host and device: {sorted(map(str, devices))}")
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        if func.overloadpacket in (torch.ops.aten._to_copy, torch.ops.aten.copy_):
+            devices = {t.device.type for t in tensors}
+            if kwargs.get("device") is not None:
+                devices.add(torch.device(kwargs["device"]).type)
+            if len(devices) > 1:
+                raise AssertionError(f"{func} copies between host and device")
+        if func.overloadpacket is torch.ops.aten._local_scalar_dense:
+            if tensors[0].device.type != "cpu":
+                raise AssertionError(f"{func} reads a value from the device")
+            dtype = tensors[0].dtype
+            return False if dtype == torch.bool else 0.0 if dtype.is_floating_point else 0
         return func(*args, **kwargs)
 
 
@@ -82,7 +92,7 @@ def test_module_steps_read_nothing_back_from_a_cuda_device(fake_cuda):
         wave, targets = torch.randn(4, 1, 32000), torch.rand(4, N_CLASSES)
         scores, labels, mask = torch.rand(50, N_CLASSES), torch.rand(50, N_CLASSES), torch.rand(50, N_CLASSES) > 0.3
     assert optimizer.defaults["fused"] and wave.device.type == "cuda"
-    with CrossDeviceCopies():
+    with DeviceSyncs():
         loss = module.training_step((wave, [f"clip{i}" for i in range(4)], targets), 0)
         assert loss.device.type == "cuda"
         # backward needs a real CUDA context; part 2 runs it for real. The fused optimizer step:
@@ -100,15 +110,22 @@ def test_module_steps_read_nothing_back_from_a_cuda_device(fake_cuda):
         assert roc_auc_per_class(scores, labels).device.type == "cuda"
 
 
-def test_the_fake_device_catches_host_reads_and_host_draws(fake_cuda):
+def test_the_fake_device_catches_device_reads_and_host_draws(fake_cuda):
     # the check can fail: what the loop used to do is caught
     x = torch.randn(4, device="cuda")
     with pytest.raises(DataDependentOutputException):
         int(x.sum())
-    with CrossDeviceCopies(), pytest.raises(AssertionError, match="host and device"):
-        torch.randperm(4, device="cpu").to(x.device)  # a CPU draw moved to the device
-    with CrossDeviceCopies(), pytest.raises(AssertionError, match="host and device"):
-        torch.tensor(0.3, device=x.device)  # a Python number copied to the device
+    with DeviceSyncs():
+        for read in (lambda: int(x.sum()), lambda: bool(x[0] > 0), lambda: x.tolist()):
+            with pytest.raises(AssertionError, match="reads a value from the device"):
+                read()
+        with pytest.raises(AssertionError, match="host and device"):
+            torch.randperm(4, device="cpu").to(x.device)  # a CPU draw moved to the device
+        with pytest.raises(AssertionError, match="host and device"):
+            torch.tensor(0.3, device=x.device)  # a Python number copied to the device
+        with pytest.raises(AssertionError, match="host and device"):
+            x.cpu()
+        assert int(torch.randint(10, ())) == 0  # host values cost no sync (and read as 0 here)
 
 
 # ------------------------------------------------------------------------- the Lightning loop

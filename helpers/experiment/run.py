@@ -102,8 +102,8 @@ def speed_test(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, float]:
     device = torch.device("cpu" if runs_on_cpu(accelerator) or not torch.cuda.is_available() else "cuda")
     precision = resolve_precision(cfg["trainer"].get("precision"), "cpu" if device.type == "cpu" else "gpu")
     dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(str(precision).split("-")[0])
-    fast_fp32_matmuls(device)
     net = build_net(cfg["models"]).to(device).train()
+    fast_fp32_matmuls(device)
     batch = int(st["batch_size"])
     x = torch.randn(batch, cfg["models"]["net"].get("in_channels", 1), cfg["models"]["mel"]["n_mels"],
                     cfg["models"]["net"]["input_tdim"], device=device)

@@ -1,16 +1,15 @@
-"""The Lightning Trainer from the ``trainer`` config: precision policy, the DDP strategy, fast fp32 matmuls.
+"""The Lightning Trainer from the ``trainer`` config, with mixed precision wherever it is offered.
 
 Precision: the config default is the fastest mixed precision the machine offers, chosen when
 the config is made (see :func:`default_precision`): on GPUs ``bf16-mixed`` where supported
 (Ampere and newer; no loss scaling needed), else ``16-mixed``; on CPUs ``bf16-mixed`` when
 oneDNN has native bf16 kernels (AVX512-BF16/AMX; ~1.8x faster ViT blocks on such a CPU), else
 ``32-true``. The original's ``trainer.precision=16`` keeps working: fp16 autocast is not offered
-on CPUs, so 16 / "16" / "16-mixed" become ``bf16-mixed`` there, with a log line. On CUDA, fp32
-matrix products (all of a ``32-true`` run, the fp32 parts of a mixed one) use TF32 tensor cores
-(:func:`fast_fp32_matmuls`).
+on CPUs, so 16 / "16" / "16-mixed" become ``bf16-mixed`` there, with a log line.
 
-DDP: ``trainer.strategy="ddp"`` becomes the ``DDPStrategy`` of :func:`ddp_strategy`, configured
-for PaSST rather than with DDP's generic defaults.
+Speed: on CUDA, fp32 matrix products (all of a ``32-true`` run, the fp32 parts of a mixed one)
+use TF32 tensor cores (:func:`fast_fp32_matmuls`); ``trainer.strategy="ddp"`` becomes the
+``DDPStrategy`` of :func:`ddp_strategy`, configured for PaSST rather than with DDP's defaults.
 """
 
 from __future__ import annotations
@@ -62,6 +61,30 @@ def resolve_precision(precision: Any, accelerator: Any) -> Any:
     return precision
 
 
+def trainer_arguments() -> set[str]:
+    """Names of every ``pl.Trainer`` argument."""
+    return {n for n in inspect.signature(pl.Trainer.__init__).parameters if n != "self"}
+
+
+def build_trainer(trainer_cfg: dict[str, Any], callbacks: list[pl.Callback] | None = None,
+                  loggers: list | bool = False, default_root_dir: str | None = None,
+                  ddp_cfg: dict[str, Any] | None = None, compiled: bool = False) -> pl.Trainer:
+    """A Trainer from the ``trainer`` config (keys checked by the config checker) plus our callbacks and loggers.
+
+    ``strategy="ddp"`` becomes :func:`ddp_strategy` with ``ddp_cfg`` (the ``ddp`` config); on
+    CUDA, fp32 matmuls are switched to TF32 (:func:`fast_fp32_matmuls`).
+    """
+    cfg = dict(trainer_cfg)
+    cfg["precision"] = resolve_precision(cfg.get("precision"), cfg.get("accelerator", "auto"))
+    if default_root_dir is not None and not cfg.get("default_root_dir"):
+        cfg["default_root_dir"] = default_root_dir
+    if cfg.get("strategy") == "ddp" and ddp_cfg is not None:
+        cfg["strategy"] = ddp_strategy(ddp_cfg, cfg.get("accumulate_grad_batches") or 1, compiled)
+    trainer = pl.Trainer(callbacks=callbacks or [], logger=loggers, **cfg)
+    fast_fp32_matmuls(trainer.strategy.root_device)
+    return trainer
+
+
 def fast_fp32_matmuls(device: torch.device | str) -> None:
     """Let fp32 matrix products use TF32 tensor cores on CUDA (``set_float32_matmul_precision("high")``).
 
@@ -96,27 +119,3 @@ def ddp_strategy(ddp_cfg: dict[str, Any], accumulate_grad_batches: int = 1, comp
     hook = default_hooks.bf16_compress_hook if ddp_cfg["bf16_compress"] else None
     return pl.strategies.DDPStrategy(gradient_as_bucket_view=True, broadcast_buffers=False, static_graph=static,
                                      bucket_cap_mb=ddp_cfg["bucket_cap_mb"], ddp_comm_hook=hook)
-
-
-def trainer_arguments() -> set[str]:
-    """Names of every ``pl.Trainer`` argument."""
-    return {n for n in inspect.signature(pl.Trainer.__init__).parameters if n != "self"}
-
-
-def build_trainer(trainer_cfg: dict[str, Any], callbacks: list[pl.Callback] | None = None,
-                  loggers: list | bool = False, default_root_dir: str | None = None,
-                  ddp_cfg: dict[str, Any] | None = None, compiled: bool = False) -> pl.Trainer:
-    """A Trainer from the ``trainer`` config (keys checked by the config checker) plus our callbacks and loggers.
-
-    ``strategy="ddp"`` becomes :func:`ddp_strategy` with ``ddp_cfg`` (the ``ddp`` config); on
-    CUDA, fp32 matmuls are switched to TF32 (:func:`fast_fp32_matmuls`).
-    """
-    cfg = dict(trainer_cfg)
-    cfg["precision"] = resolve_precision(cfg.get("precision"), cfg.get("accelerator", "auto"))
-    if default_root_dir is not None and not cfg.get("default_root_dir"):
-        cfg["default_root_dir"] = default_root_dir
-    if cfg.get("strategy") == "ddp" and ddp_cfg is not None:
-        cfg["strategy"] = ddp_strategy(ddp_cfg, cfg.get("accumulate_grad_batches") or 1, compiled)
-    trainer = pl.Trainer(callbacks=callbacks or [], logger=loggers, **cfg)
-    fast_fp32_matmuls(trainer.strategy.root_device)
-    return trainer

@@ -66,7 +66,7 @@ def _sort_descending(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 #: classes per chunk: a few [chunk, examples] tensors stay in the CPU caches, and memory stays bounded
-_CLASS_CHUNK = 64
+_CLASS_CHUNK = 32
 
 
 def _ap_and_auc_of_rows(scores: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None
