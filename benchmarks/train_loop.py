@@ -275,7 +275,6 @@ def main() -> None:
     if args.child:
         kind, *rest = args.child
         if kind == "metrics":
-            torch.set_num_threads(int(rest[1]))
             result = measure_metrics(rest[0])
         else:
             model, batch, steps, rounds, warmup, device, precision, compiled, workers = rest
@@ -317,16 +316,10 @@ def main() -> None:
                 print("| " + " | ".join(cells) + " |", flush=True)
 
     if not args.no_metrics:
-        # on a CPU also with one thread: where other processes load the cores, every parallel op
-        # waits for its slowest thread
-        for threads in sorted({torch.get_num_threads(), 1} if args.device == "cpu" else {torch.get_num_threads()},
-                              reverse=True):
-            m = run_child(["metrics", args.device, str(threads)])
-            print(f"\nvalidation metrics, 20,000 x 527 (mAP + ROC-AUC): {m['metrics_s']:.3f} s on {args.device} "
-                  f"({threads} threads); scikit-learn's per-class loop: {m['sklearn_s']:.2f} s on the CPU "
-                  f"({m['sklearn_s'] / m['metrics_s']:.1f}x); difference to scikit-learn's mAP and ROC-AUC: "
-                  f"{m['max_difference']:.1e}", flush=True)
-
+        m = run_child(["metrics", args.device])
+        print(f"\nvalidation metrics, 20,000 x 527 (mAP + ROC-AUC): {m['metrics_s']:.3f} s on {args.device}; "
+              f"scikit-learn's per-class loop: {m['sklearn_s']:.2f} s on the CPU ({m['sklearn_s'] / m['metrics_s']:.1f}x); "
+              f"difference to scikit-learn's mAP and ROC-AUC: {m['max_difference']:.1e}", flush=True)
 
 if __name__ == "__main__":
     main()
