@@ -21,7 +21,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers.training.speed import time_steps  # noqa: E402
+from helpers.training.speed import machine_description, time_steps  # noqa: E402
 
 SETTINGS = {
     "no patchout": dict(fstride=10, tstride=10),
@@ -129,14 +128,6 @@ def run_child(args: list[str], script: str = __file__) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def machine(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -174,7 +165,7 @@ def main() -> None:
         except ImportError:
             impls = ["ours"]
     optimizers = "AdamW foreach for both" if args.same_optimizer else "AdamW fused here, foreach in the original"
-    print(f"Machine: {machine(args.device)}; batch {batch}, {steps} timed steps after {args.warmup} warm-up; "
+    print(f"Machine: {machine_description(args.device)}; batch {batch}, {steps} timed steps after {args.warmup} warm-up; "
           f"{optimizers}\n", flush=True)
     peaks = {p: run_child(["peak", p, args.device])["flops"] for p in args.precisions}
     for p, flops in peaks.items():

@@ -200,14 +200,17 @@ def fused_attention_is_faster(device_type: str, dtype: torch.dtype, tokens: int,
 
 class PaSSTAttention(Attention):
     """timm attention that takes, for each call, the path measured faster for its device, precision
-    (the autocast dtype when autocast is on) and sequence length (:func:`fused_attention_is_faster`).
-    Both paths compute the same function.
+    (the autocast dtype when autocast is on) and sequence length (:func:`fused_attention_is_faster`);
+    under ``torch.compile`` always the fused one. Both paths compute the same function.
     """
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        kind = x.device.type
-        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
-        self.fused_attn = fused_attention_is_faster(kind, dtype, x.shape[1], torch.is_grad_enabled())
+        if torch.compiler.is_compiling():
+            self.fused_attn = True  # compiled graphs take SDPA, which the compiler fuses: no table lookup in the graph
+        else:
+            kind = x.device.type
+            dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+            self.fused_attn = fused_attention_is_faster(kind, dtype, x.shape[1], torch.is_grad_enabled())
         return super().forward(x, *args, **kwargs)
 
 
@@ -312,8 +315,9 @@ class PaSST(nn.Module):
     def _time_encodings(self, n_patches: int) -> tuple[torch.Tensor, int]:
         """Time encodings for ``n_patches`` columns, and how many columns to keep.
 
-        Shorter inputs use a window of the encodings: at a random offset in training (a host-side
-        draw, so no device sync), from the start in eval. Longer inputs are cut.
+        Shorter inputs use a window of the encodings: in training at an offset drawn uniformly
+        over the valid ones, on the device (no host round trip, no ``torch.compile`` graph
+        break), in eval from the start. Longer inputs are cut.
         """
         enc = self.time_new_pos_embed
         available = enc.shape[-1]
@@ -322,10 +326,10 @@ class PaSST(nn.Module):
                 f"Input has {n_patches} time patches but the time encodings cover {available} "
                 f"(about {self.max_frames} frames); the input is cut to fit.", stacklevel=3)
             return enc, available
-        offset = 0
         if self.training and n_patches < available:
-            offset = int(torch.randint(available - n_patches + 1, (1,)))
-        return enc[..., offset:offset + n_patches], n_patches
+            offset = torch.randint(available - n_patches + 1, (1,), device=enc.device)
+            return enc.index_select(3, offset + torch.arange(n_patches, device=enc.device)), n_patches
+        return enc[..., :n_patches], n_patches
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Token outputs after the final norm: ``[batch, num_tokens, embed_dim]``."""

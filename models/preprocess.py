@@ -8,7 +8,8 @@ SpecAugment: with the torchaudio versions the original framework pinned (0.11/0.
 ``iid_masks=True`` on its ``[batch, n_mels, frames]`` input drew ONE frequency mask and ONE time
 mask shared by the whole batch (per-example masks needed a 4-D input), and the released models
 were trained that way; torchaudio 2.x draws one per example. The default here is the original's
-effective behaviour, a mask per batch; ``iid_masks=True`` gives one per example.
+effective behaviour, a mask per batch; ``iid_masks=True`` gives one per example. Masks are drawn
+on the spectrogram's device (:func:`mask_band`), like the training mel banks.
 """
 
 from __future__ import annotations
@@ -18,10 +19,32 @@ import logging
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchaudio
 from torchaudio.compliance.kaldi import get_mel_banks
 
 _logger = logging.getLogger(__name__)
+
+
+def _mel_scale(freq: torch.Tensor) -> torch.Tensor:
+    """Hz to Kaldi's mel scale."""
+    return 1127.0 * (1.0 + freq / 700.0).log()
+
+
+def mask_band(spec: torch.Tensor, widest: int, dim: int, per_example: bool) -> torch.Tensor:
+    """SpecAugment: zero a band of ``spec`` ``[batch, n_mels, frames]`` along ``dim`` (1 or 2).
+
+    The distribution of torchaudio's ``mask_along_axis``: width ``floor(u * widest)``, start
+    ``floor(u' * (size - u * widest))`` for uniform ``u, u'``; one band for the whole batch, or
+    one per example. Drawn on ``spec``'s device: no host values, no host round trip.
+    """
+    if widest < 1:
+        return spec
+    draws = (spec.shape[0] if per_example else 1, 1)
+    width = torch.rand(draws, device=spec.device) * widest
+    start = torch.rand(draws, device=spec.device) * (spec.shape[dim] - width)
+    start, end = start.long(), start.long() + width.long()
+    position = torch.arange(spec.shape[dim], device=spec.device)
+    band = (position >= start) & (position < end)  # [batch or 1, size]
+    return spec.masked_fill(band.unsqueeze(2 if dim == 1 else 1), 0.0)
 
 
 class AugmentMelSTFT(nn.Module):
@@ -53,10 +76,13 @@ class AugmentMelSTFT(nn.Module):
         self.register_buffer("preemphasis", torch.tensor([[[-0.97, 1.0]]]), persistent=False)
         # eval-mode banks never change: computed once instead of on every batch
         self.register_buffer("eval_mel_basis", self._mel_basis(fmin, fmax), persistent=False)
-        # on [batch, n_mels, frames], torchaudio's iid_masks=False masks the batch as one (the original's behaviour)
-        self.iid_masks = iid_masks
-        self.freqm = torchaudio.transforms.FrequencyMasking(freqm, iid_masks=iid_masks) if freqm else nn.Identity()
-        self.timem = torchaudio.transforms.TimeMasking(timem, iid_masks=iid_masks) if timem else nn.Identity()
+        # training banks are rebuilt per batch on the device from these (see random_mel_basis)
+        top_fmin, top_fmax = fmin + fmin_aug_range - 1, fmax + fmax_aug_range // 2
+        if not (0 <= fmin and top_fmax <= sr / 2 and top_fmin < top_fmax - fmax_aug_range + 1):
+            raise ValueError(f"The training band must stay within 0..{sr / 2:g} Hz with fmin below fmax: fmin={fmin} "
+                             f"(up to {top_fmin}) and fmax={fmax} ({top_fmax - fmax_aug_range + 1}..{top_fmax})")
+        self.register_buffer("fft_bin_mels", _mel_scale(sr / n_fft * torch.arange(n_fft // 2.0)), persistent=False)
+        self.freqm, self.timem, self.iid_masks = freqm, timem, iid_masks
 
     def _mel_basis(self, fmin: float, fmax: float) -> torch.Tensor:
         banks, _ = get_mel_banks(self.n_mels, self.n_fft, float(self.sr), fmin, fmax,
@@ -67,9 +93,33 @@ class AugmentMelSTFT(nn.Module):
         """Mel banks for this call: fixed in eval, with randomly shifted fmin/fmax in training."""
         if not self.training:
             return self.eval_mel_basis
-        fmin = self.fmin + int(torch.randint(self.fmin_aug_range, (1,)))
-        fmax = self.fmax + self.fmax_aug_range // 2 - int(torch.randint(self.fmax_aug_range, (1,)))
-        return self._mel_basis(fmin, fmax).to(self.eval_mel_basis.device)
+        return self.random_mel_basis(*self.random_band())
+
+    def random_band(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training ``(fmin, fmax)``: ``fmin + randint(fmin_aug_range)`` and
+        ``fmax + fmax_aug_range // 2 - randint(fmax_aug_range)`` Hz, drawn on the device (0-dim tensors)."""
+        device = self.fft_bin_mels.device
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        fmin = self.fmin + torch.randint(self.fmin_aug_range, (), device=device, dtype=dtype)
+        fmax = self.fmax + self.fmax_aug_range // 2 - torch.randint(self.fmax_aug_range, (), device=device, dtype=dtype)
+        return fmin, fmax
+
+    def random_mel_basis(self, fmin: torch.Tensor, fmax: torch.Tensor) -> torch.Tensor:
+        """Kaldi's mel banks (``get_mel_banks`` without warping) for a band given as device tensors.
+
+        Made where the spectrogram is, with no host round trip: ``get_mel_banks`` takes Python
+        numbers and builds its banks on the CPU. The band edges are computed in double precision
+        and rounded to float32 as Kaldi's are, so the banks are the same as its (``tests/test_preprocess.py``).
+        """
+        mel_low, mel_high = _mel_scale(fmin), _mel_scale(fmax)
+        delta = ((mel_high - mel_low) / (self.n_mels + 1)).float()
+        steps = torch.arange(self.n_mels + 2, device=delta.device, dtype=torch.float32).unsqueeze(1)
+        edges = mel_low.float() + steps * delta  # left, centre and right edges of the triangles
+        left, center, right = edges[:-2], edges[1:-1], edges[2:]
+        rising = (self.fft_bin_mels - left) / (center - left)
+        falling = (right - self.fft_bin_mels) / (right - center)
+        banks = torch.minimum(rising, falling).clamp_min(0.0)
+        return F.pad(banks, (0, 1))  # as _mel_basis: no weight on the Nyquist bin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2:
@@ -83,7 +133,8 @@ class AugmentMelSTFT(nn.Module):
             mel = torch.matmul(self.mel_basis(), power)
             mel = (mel + 1e-5).log()
         if self.training:
-            mel = self.timem(self.freqm(mel))
+            mel = mask_band(mel, self.freqm, dim=1, per_example=self.iid_masks)
+            mel = mask_band(mel, self.timem, dim=2, per_example=self.iid_masks)
         return (mel + 4.5) / 5.0
 
     def frames(self, samples: int) -> int:
@@ -92,4 +143,5 @@ class AugmentMelSTFT(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"n_mels={self.n_mels}, sr={self.sr}, win_length={self.win_length}, hopsize={self.hopsize}, "
-                f"n_fft={self.n_fft}, fmin={self.fmin}, fmax={self.fmax}")
+                f"n_fft={self.n_fft}, fmin={self.fmin}, fmax={self.fmax}, freqm={self.freqm}, timem={self.timem}, "
+                f"iid_masks={self.iid_masks}")

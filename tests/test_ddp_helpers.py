@@ -4,16 +4,20 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
+from helpers.data.loaders import default_num_workers
 from helpers.experiment.ddp import (
+    cores_per_process,
     ddp_processes_from_env,
     is_global_rank_zero,
     prepare_argv,
+    processes_on_this_machine,
     shared_seed_from_env,
 )
 from helpers.training.gather import is_unshuffled_distributed_sampler, restore_padded_order
 
 RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "DDP", "WORLD_SIZE",
-             "SLURM_NTASKS", "TORCHELASTIC_RUN_ID", "SLURM_JOB_ID")
+             "SLURM_NTASKS", "TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE",
+             "SLURM_CPUS_PER_TASK")
 
 
 @pytest.fixture(autouse=True)
@@ -81,3 +85,20 @@ def test_only_unshuffled_padded_distributed_samplers_qualify():
     assert is_unshuffled_distributed_sampler(DistributedSampler(data, num_replicas=2, rank=0, shuffle=False))
     assert not is_unshuffled_distributed_sampler(DistributedSampler(data, num_replicas=2, rank=0, shuffle=True))
     assert not is_unshuffled_distributed_sampler(None)
+
+
+def test_workers_come_from_the_cores_of_each_process_on_the_machine(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert processes_on_this_machine() == 1 and cores_per_process() == 64
+    assert default_num_workers(cores_per_process()) == 16  # the original's count is the ceiling
+    monkeypatch.setenv("DDP", "8")  # 8 GPUs on a 64-core node: 8 cores each, 7 decode, 1 trains
+    assert processes_on_this_machine() == 8 and default_num_workers(cores_per_process()) == 7
+    monkeypatch.delenv("DDP")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun
+    assert cores_per_process() == 16
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "4(x2)")
+    assert processes_on_this_machine() == 4
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")  # already per task
+    assert cores_per_process() == 6 and default_num_workers(6) == 5
+    assert default_num_workers(1) == default_num_workers(2) == 1  # at least one: loading never blocks training

@@ -4,7 +4,6 @@ scripts, the original's defaults, mixing, masked metrics, bad input, released ch
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 
 import h5py
@@ -14,10 +13,9 @@ import torch
 import torch.nn.functional as F
 from downstream_data import own_folder
 from original_layout import original_forward, original_state_dict
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score
 
 from helpers.data.audio_io import encode_mp3
-from helpers.training.metrics import average_precision_per_class, roc_auc_per_class
 from helpers.training.mixup import draw_mixup
 from helpers.training.tasks import MaskedMultiLabelTask, MultiClassTask, MultiLabelTask
 from models.checkpoints import cache_path
@@ -129,23 +127,6 @@ def test_openmic_wavmix_masks_labels_before_mixing_and_merges_masks():
 
 
 # ------------------------------------------------------------------------------------- metrics
-def test_weighted_metrics_are_sklearns_sample_weight_per_class():
-    rng = np.random.default_rng(2)
-    scores, labels = rng.random((40, 4)), (rng.random((40, 4)) > 0.6).astype(np.float32)
-    weights = (rng.random((40, 4)) > 0.3).astype(np.float32)
-    weights[:, 3] = 1 - labels[:, 3]  # class 3: every positive has weight 0 -> cannot be scored
-    ap = average_precision_per_class(scores, labels, weights)
-    auc = roc_auc_per_class(scores, labels, weights)
-    for c in range(3):
-        assert ap[c] == pytest.approx(average_precision_score(labels[:, c], scores[:, c], sample_weight=weights[:, c]))
-        assert auc[c] == pytest.approx(roc_auc_score(labels[:, c], scores[:, c], sample_weight=weights[:, c]))
-    assert math.isnan(ap[3]) and math.isnan(auc[3])
-    np.testing.assert_allclose(average_precision_per_class(scores, labels, np.ones((40, 4))),
-                               average_precision_per_class(scores, labels))
-    with pytest.raises(ValueError, match="shape of the targets"):
-        average_precision_per_class(scores, labels, weights[:, :2])
-
-
 def test_masked_task_metrics_and_target_check():
     rng = np.random.default_rng(3)
     labels, masks = rng.random((30, 20)).astype(np.float32), (rng.random((30, 20)) > 0.4).astype(np.float32)

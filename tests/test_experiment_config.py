@@ -8,13 +8,16 @@ import io
 import re
 
 import pytest
+import torch
 
 from config_updates import ENSEMBLES, SHORT_NAMES
 from ex_audioset import ex
 from helpers.experiment.loggers import default_wandb_mode
 from helpers.experiment.trainer import (
     build_trainer,
+    ddp_strategy,
     default_precision,
+    fast_fp32_matmuls,
     resolve_precision,
     translate_legacy_keys,
 )
@@ -182,6 +185,36 @@ def test_lightning_1_trainer_keys_are_translated_with_one_warning_each(caplog):
 def test_lightning_1_keys_without_an_equivalent_name_the_replacement_before_any_work(key, value, replacement):
     with pytest.raises(ValueError, match=re.escape(replacement)):
         config_of(trainer={key: value})
+
+
+def test_ddp_strategy_settings_and_when_the_graph_is_static():
+    ddp = {"bucket_cap_mb": 25, "bf16_compress": False}
+    strategy = ddp_strategy(ddp)
+    assert strategy._ddp_kwargs == {"gradient_as_bucket_view": True, "broadcast_buffers": False,
+                                    "static_graph": True, "bucket_cap_mb": 25}
+    assert strategy._ddp_comm_hook is None
+    assert not ddp_strategy(ddp, accumulate_grad_batches=2)._ddp_kwargs["static_graph"]  # no_sync breaks it
+    assert not ddp_strategy(ddp, compiled=True)._ddp_kwargs["static_graph"]
+    compressed = ddp_strategy({"bucket_cap_mb": 50, "bf16_compress": True})
+    assert compressed._ddp_comm_hook.__name__ == "bf16_compress_hook"
+    assert compressed._ddp_kwargs["bucket_cap_mb"] == 50
+    # the config's "ddp" string becomes that strategy; other strategies are left to Lightning
+    trainer = build_trainer({"accelerator": "cpu", "devices": 2, "strategy": "ddp"}, ddp_cfg=config_of()["ddp"])
+    assert trainer.strategy._ddp_kwargs["gradient_as_bucket_view"]
+    trainer = build_trainer({"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn"}, ddp_cfg=config_of()["ddp"])
+    assert "gradient_as_bucket_view" not in trainer.strategy._ddp_kwargs
+
+
+def test_fp32_matmuls_use_tensor_cores_on_cuda_only(monkeypatch):
+    calls = []
+    monkeypatch.setattr("torch.set_float32_matmul_precision", calls.append)
+    fast_fp32_matmuls("cpu")
+    assert calls == []  # on a CPU "high" could mean bf16 products
+    fast_fp32_matmuls("cuda")
+    fast_fp32_matmuls(torch.device("cuda", 1))
+    assert calls == ["high", "high"]
+    build_trainer({"max_epochs": 1, "accelerator": "cpu"})
+    assert len(calls) == 2
 
 
 def test_wandb_is_offline_without_an_account(monkeypatch, tmp_path):

@@ -135,6 +135,56 @@ def test_short_input_uses_encodings_from_start_in_eval_and_random_offset_in_trai
     assert len(outs) > 1
 
 
+def test_training_offset_is_uniform_over_the_valid_windows_and_drawn_on_the_device(monkeypatch):
+    model = tiny(input_tdim=998).train()  # 99 encodings
+    encodings = model.time_new_pos_embed.detach()
+    devices = []
+    real = torch.randint
+
+    def spy(*args, **kwargs):
+        devices.append(kwargs.get("device"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "randint", spy)
+    torch.manual_seed(0)
+    counts = torch.zeros(99 - 29 + 1)
+    for _ in range(2000):
+        window, n = model._time_encodings(29)
+        matches = [k for k in range(len(counts)) if torch.equal(window, encodings[..., k:k + 29])]
+        assert n == 29 and len(matches) == 1
+        counts[matches[0]] += 1
+    assert set(devices) == {encodings.device}
+    assert (counts > 0).all()  # every valid offset, the last one (70) included, and no other
+    assert counts.max() < 3 * counts.mean()  # roughly uniform (expected ~28 each)
+
+
+def test_network_compiles_without_graph_breaks_and_once_for_every_batch_size():
+    # fullgraph=True fails on any graph break: training (random offset, patchout) and eval, input
+    # shorter than the encodings; a dynamic batch axis (as AudioModule marks it) compiles once, so
+    # the last, smaller batch of an epoch does not recompile
+    graphs = []
+
+    def count_graphs(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    model = tiny(input_tdim=998, s_patchout_t=3, s_patchout_f=1, u_patchout=5)
+    compiled = torch.compile(model, fullgraph=True, backend=count_graphs)
+    for mode in ("train", "eval"):
+        getattr(model, mode)()
+        for batch in (4, 3, 2):
+            x = torch.randn(batch, 1, 128, 300)
+            torch._dynamo.maybe_mark_dynamic(x, 0)
+            logits, _ = compiled(x)
+            assert logits.shape == (batch, 527)
+    assert len(graphs) == 2  # one per mode, whatever the batch size
+    # no value read to the host inside the graph (PyTorch 2.11 traces int(tensor) as .item() rather
+    # than breaking the graph: a device sync in the compiled step and a data-dependent shape)
+    assert not [n for g in graphs for n in g.graph.nodes if n.op == "call_method" and n.target in ("item", "tolist")]
+    torch._dynamo.reset()
+
+
 def test_longer_input_warns_and_is_cut():
     model = tiny(input_tdim=300).eval()
     long_x = torch.randn(1, 1, 128, 600)

@@ -90,3 +90,27 @@ def test_wrong_rank_is_a_clear_error():
 def test_aug_ranges_must_be_positive():
     with pytest.raises(ValueError, match="fmin_aug_range"):
         AugmentMelSTFT(fmin_aug_range=0)
+
+
+@pytest.mark.parametrize("fmin, fmax", [(0, 14001), (3, 15000), (9, 16000), (5, 15517)])
+def test_training_banks_are_kaldis_banks_made_on_the_device(fmin, fmax):
+    mel = AugmentMelSTFT()
+    kaldi, _ = get_mel_banks(128, 1024, 32000.0, float(fmin), float(fmax), 100.0, -500.0, 1.0)
+    band = torch.tensor(fmin, dtype=torch.float64), torch.tensor(fmax, dtype=torch.float64)
+    assert torch.equal(mel.random_mel_basis(*band), torch.nn.functional.pad(kaldi, (0, 1)))
+
+
+def test_training_band_keeps_the_original_distribution():
+    # fmin + randint(fmin_aug_range), fmax + fmax_aug_range // 2 - randint(fmax_aug_range)
+    mel = AugmentMelSTFT(fmin=20.0, fmax=14000, fmin_aug_range=4, fmax_aug_range=10)
+    torch.manual_seed(0)
+    draws = [mel.random_band() for _ in range(400)]
+    fmins = torch.stack([d[0] for d in draws])
+    fmaxs = torch.stack([d[1] for d in draws])
+    assert set(fmins.tolist()) == {20.0, 21.0, 22.0, 23.0}
+    assert set(fmaxs.tolist()) == set(float(v) for v in range(14000 + 5 - 9, 14000 + 5 + 1))
+
+
+def test_a_training_band_outside_nyquist_is_refused_at_construction():
+    with pytest.raises(ValueError, match="training band"):
+        AugmentMelSTFT(fmax=15500, fmax_aug_range=2000)  # up to 16500 Hz at 32 kHz

@@ -43,8 +43,10 @@ def folded_beta(alpha: float, n: int, device: torch.device | str | None = None) 
     """
     if alpha <= 0:
         raise ValueError(f"mixup alpha must be > 0, got {alpha}")
-    a = torch.tensor(float(alpha), device=device)
-    lam = torch.distributions.Beta(a, a).sample((n,))
+    # no host sync on an accelerator: torch.full needs no blocking copy (torch.tensor does), and
+    # alpha, checked above, needs no argument check on the device
+    a = torch.full((), float(alpha), device=device)
+    lam = torch.distributions.Beta(a, a, validate_args=False).sample((n,))
     return torch.maximum(lam, 1.0 - lam).float()
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -30,8 +29,8 @@ from sacred import Ingredient
 from sacred.config.config_dict import ConfigDict
 from torch.utils.data import DataLoader
 
-from helpers.data.loaders import OWN_LOADER_KEYS
-from helpers.experiment.ddp import ddp_processes_from_env
+from helpers.data.loaders import OWN_LOADER_KEYS, default_num_workers
+from helpers.experiment.ddp import cores_per_process, ddp_processes_from_env
 from helpers.experiment.loggers import default_wandb_mode
 from helpers.experiment.trainer import LEGACY_TRAINER_KEYS, default_precision, translate_legacy_keys
 from models.passt import get_model
@@ -137,14 +136,24 @@ def shared_config(experiment: str = "audioset") -> DescribedConfig:
     c.add("trainer.benchmark", True, "cuDNN autotuning")
     c.add("trainer.use_distributed_sampler", False, "our samplers shard among DDP ranks themselves")
 
-    workers = min(16, os.cpu_count() or 1)
+    workers = default_num_workers(cores_per_process())
     pin = torch.cuda.is_available()
     c.describe("datasets", "DataLoader arguments of the two loaders")
     c.add("datasets.training", dict(batch_size=12, num_workers=workers, shuffle=True, pin_memory=pin,
                                     persistent_workers=True, drop_last=False), "the training loader")
+    c.describe("datasets.training.num_workers",
+               "per process: max(1, min(16, cores - 1)); cores = SLURM_CPUS_PER_TASK, else usable cores / "
+               "training processes on this machine")
     c.describe("datasets.training.weighted_sampler", "use the experiment's own sampler (e.g. class-balanced)")
-    c.add("datasets.test", dict(batch_size=20, num_workers=workers, pin_memory=pin, persistent_workers=True),
-          "the evaluation loader (other evaluation loaders take the keys they do not set from it)")
+    c.add("datasets.test", dict(batch_size=20, num_workers=workers, pin_memory=pin, persistent_workers=False),
+          "the evaluation loader (workers start at each validation: no idle decoders during training); "
+          "other evaluation loaders take the keys they do not set from it")
+
+    c.describe("ddp", "DistributedDataParallel with trainer.strategy=ddp (helpers/experiment/trainer.py)")
+    c.add("ddp.bucket_cap_mb", 25, "gradient bucket size; 25 MB closes one bucket per PaSST-S block (28 MB of "
+          "fp32 gradients), all-reduced as soon as that block's backward is done")
+    c.add("ddp.bf16_compress", False, "all-reduce gradients in bf16: half the traffic, for several machines "
+          "(NCCL on GPUs only; Lightning ignores it on CPUs)")
 
     c.describe("wandb", "arguments of pytorch_lightning's WandbLogger and wandb.init")
     c.add("wandb.project", f"passt_{experiment}")

@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import subprocess
 from collections.abc import Sequence
 
@@ -45,6 +46,33 @@ def ddp_processes_from_env() -> int:
     if n < 1:
         raise ValueError(f"DDP={n}: the number of processes must be >= 1")
     return n
+
+
+def processes_on_this_machine() -> int:
+    """Training processes that share this machine: ``DDP=N``, torchrun's ``LOCAL_WORLD_SIZE``,
+    SLURM's ``SLURM_NTASKS_PER_NODE`` (e.g. ``4`` or ``4(x2)``), else 1."""
+    ddp = ddp_processes_from_env()
+    if ddp:
+        return ddp
+    for var in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
+        count = re.match(r"\d+", os.environ.get(var, "").strip())
+        if count and int(count.group()) > 0:
+            return int(count.group())
+    return 1
+
+
+def cores_per_process() -> int:
+    """CPU cores for each training process on this machine.
+
+    SLURM's ``SLURM_CPUS_PER_TASK`` is already per process; otherwise the cores this process may
+    run on (its affinity mask, which respects cgroups and ``taskset``) shared by the processes of
+    :func:`processes_on_this_machine`.
+    """
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    if per_task.isdigit() and int(per_task) > 0:
+        return int(per_task)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // processes_on_this_machine())
 
 
 def is_global_rank_zero() -> bool:

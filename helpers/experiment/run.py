@@ -28,7 +28,13 @@ from helpers.experiment.ddp import (
 )
 from helpers.experiment.loggers import SacredLogger, finish_wandb, make_wandb_logger
 from helpers.experiment.spec import ExperimentSpec
-from helpers.experiment.trainer import build_trainer, resolve_precision, runs_on_cpu, translate_legacy_keys
+from helpers.experiment.trainer import (
+    build_trainer,
+    fast_fp32_matmuls,
+    resolve_precision,
+    runs_on_cpu,
+    translate_legacy_keys,
+)
 from helpers.training.module import AudioModule
 from helpers.training.optim import make_optimizer
 from helpers.training.schedules import get_lr_lambda
@@ -56,7 +62,8 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
     if cfg["swa"]:
         callbacks.append(SWACallback(cfg["swa_epoch_start"], cfg["swa_freq"]))
     loggers = [SacredLogger(run), wandb_logger(spec, cfg, run_dir, run)]
-    trainer = build_trainer(cfg["trainer"], callbacks, loggers, default_root_dir=str(run_dir))
+    trainer = build_trainer(cfg["trainer"], callbacks, loggers, default_root_dir=str(run_dir), ddp_cfg=cfg["ddp"],
+                            compiled=cfg["compile"])
     run.info.update(run_dir=str(run_dir), precision=str(trainer.precision), world_size=trainer.world_size)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -80,7 +87,8 @@ def evaluate(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> 
     datamodule, corrupt_log, corrupt_before = datamodule_for(spec, cfg, run_dir, training=False, task=task)
     module = module_for(spec, cfg, training=False, task=task)
     trainer_cfg = {**cfg["trainer"], "enable_checkpointing": False}
-    trainer = build_trainer(trainer_cfg, [], [SacredLogger(run)], default_root_dir=str(run_dir))
+    trainer = build_trainer(trainer_cfg, [], [SacredLogger(run)], default_root_dir=str(run_dir), ddp_cfg=cfg["ddp"],
+                            compiled=cfg["compile"])
     try:
         trainer.validate(module, datamodule=datamodule)
     finally:
@@ -103,6 +111,7 @@ def speed_test(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, float]:
     dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(str(precision).split("-")[0])
     net = build_net(cfg["models"]).to(device).train()
     task = spec.get_task()
+    fast_fp32_matmuls(device)
     batch = int(st["batch_size"])
     x = torch.randn(batch, cfg["models"]["net"].get("in_channels", 1), cfg["models"]["mel"]["n_mels"],
                     cfg["models"]["net"]["input_tdim"], device=device)

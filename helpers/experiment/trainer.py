@@ -13,6 +13,10 @@ ran at 0.3 GFLOP/s against ~150 in fp32 on an AVX2-only AMD EPYC); either way wi
 Lightning 1.x keys (the original's ``gpus``, ``accelerator=ddp``, ``weights_summary``,
 ``reload_dataloaders_every_epoch``, ...) are translated to Lightning 2 with one warning each, or
 rejected with an error naming the replacement (:data:`LEGACY_TRAINER_KEYS`).
+
+Speed: on CUDA, fp32 matrix products (all of a ``32-true`` run, the fp32 parts of a mixed one)
+use TF32 tensor cores (:func:`fast_fp32_matmuls`); ``trainer.strategy="ddp"`` becomes the
+``DDPStrategy`` of :func:`ddp_strategy`, configured for PaSST rather than with DDP's defaults.
 """
 
 from __future__ import annotations
@@ -160,10 +164,55 @@ def translate_legacy_keys(trainer_cfg: dict[str, Any], announce: bool = True) ->
 
 
 def build_trainer(trainer_cfg: dict[str, Any], callbacks: list[pl.Callback] | None = None,
-                  loggers: list | bool = False, default_root_dir: str | None = None) -> pl.Trainer:
-    """A Trainer from the ``trainer`` config (keys checked by the config checker) plus our callbacks and loggers."""
+                  loggers: list | bool = False, default_root_dir: str | None = None,
+                  ddp_cfg: dict[str, Any] | None = None, compiled: bool = False) -> pl.Trainer:
+    """A Trainer from the ``trainer`` config (keys checked by the config checker) plus our callbacks and loggers.
+
+    ``strategy="ddp"`` becomes :func:`ddp_strategy` with ``ddp_cfg`` (the ``ddp`` config); on
+    CUDA, fp32 matmuls are switched to TF32 (:func:`fast_fp32_matmuls`).
+    """
     cfg = translate_legacy_keys(trainer_cfg)
     cfg["precision"] = resolve_precision(cfg.get("precision"), cfg.get("accelerator", "auto"))
     if default_root_dir is not None and not cfg.get("default_root_dir"):
         cfg["default_root_dir"] = default_root_dir
-    return pl.Trainer(callbacks=callbacks or [], logger=loggers, **cfg)
+    if cfg.get("strategy") == "ddp" and ddp_cfg is not None:
+        cfg["strategy"] = ddp_strategy(ddp_cfg, cfg.get("accumulate_grad_batches") or 1, compiled)
+    trainer = pl.Trainer(callbacks=callbacks or [], logger=loggers, **cfg)
+    fast_fp32_matmuls(trainer.strategy.root_device)
+    return trainer
+
+
+def fast_fp32_matmuls(device: torch.device | str) -> None:
+    """Let fp32 matrix products use TF32 tensor cores on CUDA (``set_float32_matmul_precision("high")``).
+
+    Called once when a command starts, for the device it runs on. A ``32-true`` run on an
+    Ampere-or-newer GPU is several times faster with it; products keep fp32 inputs and outputs
+    with a 10-bit mantissa inside (what PyTorch did by default until 1.12). Nothing changes on
+    other devices: the CPU would take "high" as licence to use bf16 where oneDNN offers it.
+    """
+    if torch.device(device).type == "cuda":
+        torch.set_float32_matmul_precision("high")
+
+
+def ddp_strategy(ddp_cfg: dict[str, Any], accumulate_grad_batches: int = 1, compiled: bool = False
+                 ) -> pl.strategies.DDPStrategy:
+    """Lightning's DDP strategy with PaSST's settings (the ``ddp`` config section).
+
+    * ``gradient_as_bucket_view``: gradients live in the all-reduce buckets, no copy in and out
+      (and one gradient-sized buffer less);
+    * ``broadcast_buffers=False``: DDP would otherwise broadcast rank 0's buffers before every
+      forward. PaSST has no BatchNorm; its buffers are the mel front end's constants (window,
+      filter banks), identical on every rank, and the SWA counter, which every rank updates the
+      same way. DDP still broadcasts everything once when it wraps the model;
+    * ``static_graph`` where it is valid: the same parameters take part in every step (patchout
+      changes tokens, not parameters; the unused distillation head is frozen), so DDP records
+      the graph once. Off with gradient accumulation (``no_sync`` breaks static graphs in
+      PyTorch 2.11) and with ``compile`` (its DDP graph splitting does not support it);
+    * ``bucket_cap_mb`` and the optional bf16 compression hook come from the config.
+    """
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    static = accumulate_grad_batches == 1 and not compiled
+    hook = default_hooks.bf16_compress_hook if ddp_cfg["bf16_compress"] else None
+    return pl.strategies.DDPStrategy(gradient_as_bucket_view=True, broadcast_buffers=False, static_graph=static,
+                                     bucket_cap_mb=ddp_cfg["bucket_cap_mb"], ddp_comm_hook=hook)

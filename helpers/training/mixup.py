@@ -13,16 +13,14 @@ from helpers.data.augment import folded_beta
 
 
 def draw_mixup(batch_size: int, alpha: float, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(perm [B] long, lam [B] float32)`` for one batch.
+    """Return ``(perm [B] long, lam [B] float32)`` for one batch, drawn on ``device``.
 
-    Drawn on the CPU from torch's (seeded) generator and then moved, so results do not depend on
-    the accelerator.
+    Drawn where the batch is, from that device's (seeded) generator: no host-to-device copy, so
+    the training step never waits for the accelerator here.
     """
     if alpha <= 0:
         raise ValueError(f"mixup_alpha must be > 0, got {alpha} (use `with nomixup` to switch mixup off)")
-    perm = torch.randperm(batch_size)
-    lam = folded_beta(alpha, batch_size)
-    return perm.to(device), lam.to(device)
+    return torch.randperm(batch_size, device=device), folded_beta(alpha, batch_size, device=device)
 
 
 def mix(x: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:

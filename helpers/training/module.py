@@ -7,10 +7,14 @@ as a :class:`helpers.training.tasks.Task`.
 
 Validation keeps the logits and targets of each whole evaluation set, gathers them from all
 processes (DDP), drops the padding ``DistributedSampler`` adds, and computes the task metrics on
-the full set on every rank, logged as ``<set>_<metric>`` and ``<set>_loss`` (one set named
-``val`` by default: ``val_mAP``; FSD50K validates ``valid`` and ``eval``, one loader each). With
-SWA the averaged network is evaluated beside the live one as ``swa_<set>_<metric>`` in the epochs
-that updated it.
+the full set on every rank, on the accelerator, logged as ``<set>_<metric>`` and ``<set>_loss``
+(one set named ``val`` by default: ``val_mAP``; FSD50K validates ``valid`` and ``eval``, one
+loader each). With SWA the averaged network is evaluated beside the live one as
+``swa_<set>_<metric>`` in the epochs that updated it.
+
+The training and validation steps never wait for the accelerator: random draws (mixup, mel
+bands, patchout, time-encoding offsets) happen on the device and nothing is read back to the
+host per step (``tests/test_no_host_sync.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,16 @@ def spectrogram_image(spec: torch.Tensor) -> np.ndarray:
     lo, hi = float(img.min()), float(img.max())
     img = (img - lo) / (hi - lo) if hi > lo else torch.zeros_like(img)
     return (img.flip(0).numpy() * 255).astype(np.uint8)
+
+
+def dynamic_batch(spec: torch.Tensor) -> torch.Tensor:
+    """``spec`` with its batch axis marked dynamic for ``torch.compile`` (a no-op without it).
+
+    A compiled network then compiles one graph per mode (training, eval) for all batch sizes:
+    the last, smaller batch of an epoch (``drop_last=False``) does not recompile it.
+    """
+    torch._dynamo.maybe_mark_dynamic(spec, 0)
+    return spec
 
 
 def no_weight_decay_names(net: nn.Module) -> set[str]:
@@ -134,9 +148,15 @@ class AudioModule(pl.LightningModule):
             spec = mix(spec, perm, lam)
         if batch_idx < self.log_spectrograms and self.current_epoch == 0:
             self._log_spectrogram(spec, names, batch_idx)
-        logits, _ = self.net(spec)
+        logits, _ = self.net(dynamic_batch(spec))
         loss = self.task.loss(logits, targets, perm, lam)  # the task mixes its targets like the inputs
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True,
+        # Nothing here reads a value back to the host (an accelerator would stall on it): the step
+        # loss goes to the loggers only, which read it every `trainer.log_every_n_steps` steps; the
+        # progress bar shows the epoch mean, reduced over the DDP ranks once, at the epoch's end (a
+        # step value with prog_bar=True is read every step, and sync_dist on it all-reduces every step).
+        detached = loss.detach()
+        self.log("train_loss_step", detached, on_step=True, on_epoch=False, batch_size=spec.shape[0])
+        self.log("train_loss_epoch", detached, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=spec.shape[0])
         return loss
 
@@ -158,7 +178,7 @@ class AudioModule(pl.LightningModule):
         wave, targets = batch[0], batch[2]
         spec = self.mel_forward(wave)
         for prefix, net in self._val_nets:
-            logits, _ = net(spec)
+            logits, _ = net(dynamic_batch(spec))
             # kept on the device (the AudioSet evaluation set is ~42 MB of logits): no per-batch copy
             self._val_outputs[(dataloader_idx, prefix)].append((logits.detach().float(), targets))
 
@@ -169,8 +189,9 @@ class AudioModule(pl.LightningModule):
                 continue
             logits = torch.cat([o[0] for o in outputs])
             targets = torch.cat([o[1] for o in outputs])
+            # every rank scores the whole set on its accelerator: as fast as one rank doing it, and
+            # every rank then holds the metric its checkpoint callback monitors (no broadcast)
             logits, targets = self._gather_eval_set(logits, targets, index)
-            logits, targets = logits.cpu(), targets.cpu()  # the metrics run in NumPy
             name = self.eval_sets[index]
             self.last_eval_examples[name] = int(logits.shape[0])
             metrics[f"{prefix}{name}_loss"] = float(self.task.loss(logits, targets))
@@ -187,8 +208,8 @@ class AudioModule(pl.LightningModule):
         """The full evaluation set ``index`` from all processes, each example once."""
         if self.trainer.world_size <= 1:
             return logits, targets
-        gathered_logits = self.all_gather(logits).cpu()
-        gathered_targets = self.all_gather(targets).cpu()
+        gathered_logits = self.all_gather(logits)
+        gathered_targets = self.all_gather(targets)
         loaders = self.trainer.val_dataloaders
         loader = loaders[index] if isinstance(loaders, (list, tuple)) else loaders
         sampler = getattr(loader, "sampler", None)

@@ -12,20 +12,13 @@ task mixes its own targets the way its loss needs them.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from helpers.training.metrics import (
-    accuracy,
-    average_precision_per_class,
-    multilabel_metrics,
-    roc_auc_per_class,
-)
+from helpers.training.metrics import accuracy, multilabel_metrics
 from helpers.training.mixup import mix
 
 
@@ -42,7 +35,7 @@ class Task(Protocol):
         """Mean loss of a batch; with ``perm``/``lam`` the inputs were mixed up and the targets are mixed alike."""
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """Metrics of a whole evaluation set (CPU tensors)."""
+        """Metrics of a whole evaluation set, computed where the tensors are (the accelerator)."""
 
     def check_targets(self, targets: torch.Tensor, n_classes: int) -> None:
         """Raise ValueError when a dataset's targets cannot be used with ``n_classes`` outputs."""
@@ -61,8 +54,7 @@ class MultiLabelTask:
         return F.binary_cross_entropy_with_logits(logits.float(), targets)
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        scores = torch.sigmoid(logits.float()).numpy()
-        return multilabel_metrics(scores, targets.float().numpy())
+        return multilabel_metrics(torch.sigmoid(logits.float()), targets)
 
     def check_targets(self, targets: torch.Tensor, n_classes: int) -> None:
         if targets.dim() != 1 or targets.shape[0] != n_classes:
@@ -89,7 +81,7 @@ class MultiClassTask:
         return F.cross_entropy(logits.float(), targets)
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        return {"acc": accuracy(logits.float().numpy(), targets.numpy())}
+        return {"acc": accuracy(logits.float(), targets)}
 
     def check_targets(self, targets: torch.Tensor, n_classes: int) -> None:
         if targets.dim() == 0:
@@ -129,18 +121,10 @@ class MaskedMultiLabelTask:
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         labels, masks = self.split(targets, logits.shape[-1])
-        scores = torch.sigmoid(logits.float()).numpy()
-        ap = np.asarray(average_precision_per_class(scores, labels.numpy(), masks.numpy()), dtype=np.float64)
-        auc = np.asarray(roc_auc_per_class(scores, labels.numpy(), masks.numpy()), dtype=np.float64)
-        return {"mAP": _mean_scored(ap), "roc_auc": _mean_scored(auc), "classes_scored": float(np.sum(~np.isnan(ap)))}
+        return multilabel_metrics(torch.sigmoid(logits.float()), labels, weights=masks)
 
     def check_targets(self, targets: torch.Tensor, n_classes: int) -> None:
         if targets.dim() != 1 or targets.shape[0] != 2 * n_classes:
             raise ValueError(f"targets of shape {tuple(targets.shape)} do not fit n_classes={n_classes}: expected "
                              f"{2 * n_classes} values, {n_classes} labels followed by {n_classes} masks")
 
-
-def _mean_scored(values: np.ndarray) -> float:
-    """Mean over the classes that could be scored (NaN when none could)."""
-    scored = values[~np.isnan(values)]
-    return float(scored.mean()) if scored.size else math.nan
