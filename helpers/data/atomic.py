@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["PARTIAL_SUFFIX", "WriteFailedError", "atomic_write", "fsync_folder", "partial_path"]
+__all__ = ["PARTIAL_SUFFIX", "WriteFailedError", "atomic_write", "fsync_folder", "partial_path", "replace_durably"]
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -50,6 +50,20 @@ def fsync_folder(folder: str | os.PathLike) -> None:
         pass  # some file systems (and Windows) do not sync folders
     finally:
         os.close(fd)
+
+
+def replace_durably(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Flush the finished file ``tmp`` to the disk, rename it to ``path``, flush the rename.
+
+    For files written by a library that wants a path (h5py) rather than a file object.
+    """
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_folder(Path(path).parent)
 
 
 def describe_write_error(path: str | os.PathLike, err: BaseException) -> str:

@@ -54,6 +54,8 @@ _logger = logging.getLogger(__name__)
 POLL_S = 1.0
 #: seconds rank 0 has to stop by itself after a child died, before it is killed
 FAILURE_GRACE_S = 30.0
+#: seconds a survivor waits for a process it lost to be reported gone by the system
+LOST_RANK_WAIT_S = 2.0
 #: environment variables rank 0 leaves for the children it launches
 PARENT_PID_ENV = "PASST_DDP_PARENT_PID"
 SACRED_RUN_DIRS_ENV = "PASST_SACRED_RUN_DIRS"
@@ -156,10 +158,34 @@ def exit_description(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
-def dead_ranks(trainer) -> str | None:
-    """Which DDP children launched by this process ended with an error, in words (None: none)."""
-    dead = [f"DDP rank {rank} (pid {proc.pid}) {exit_description(proc.returncode)}"
-            for rank, proc in enumerate(_children(trainer), start=1) if proc.poll()]
+def lost_ranks(trainer) -> str | None:
+    """The other DDP processes of this run that died, in words (None: none), for the error of a survivor.
+
+    On rank 0: the children it launched that ended with an error. On such a child: rank 0, if it
+    is gone; its sacred run is then marked failed here, since rank 0 could not do it.
+    """
+    # a killed process closes its sockets (the survivor's collective fails) a moment before it is
+    # reaped (its parent sees it end; its children see a new parent): wait a little for that
+    deadline = time.monotonic() + LOST_RANK_WAIT_S
+    parent = os.environ.get(PARENT_PID_ENV)
+    if not is_global_rank_zero():
+        if not parent:
+            return None
+        while os.getppid() == int(parent) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if os.getppid() == int(parent):
+            return None
+        message = f"DDP rank 0 (pid {parent}) is gone (killed?)"
+        mark_runs_failed(_sacred_run_dirs(), message)
+        return message
+    dead = []
+    for rank, proc in enumerate(_children(trainer), start=1):
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            continue
+        if proc.returncode:
+            dead.append(f"DDP rank {rank} (pid {proc.pid}) {exit_description(proc.returncode)}")
     return "; ".join(dead) or None
 
 
@@ -246,8 +272,8 @@ def supervise_ranks(sacred_run_dirs: Sequence[str] = ()) -> None:
             os.environ[PARENT_PID_ENV] = str(os.getpid())
             os.environ[SACRED_RUN_DIRS_ENV] = os.pathsep.join(sacred_run_dirs)
             subprocess_script._ChildProcessObserver = _PatientChildObserver
-    elif parent and int(parent) == os.getppid():
-        threading.Thread(target=_watch_parent, args=(int(parent), _sacred_run_dirs(), os.environ.get("LOCAL_RANK", "?")),
+    elif parent and os.environ.get("LOCAL_RANK", "0") != "0":  # launched by rank 0 (it may be gone already)
+        threading.Thread(target=_watch_parent, args=(int(parent), _sacred_run_dirs(), os.environ["LOCAL_RANK"]),
                          name="ddp-parent-watch", daemon=True).start()
 
 

@@ -21,9 +21,9 @@ from helpers.data.corrupt_clips import attach_corrupt_log, corrupt_examples, cou
 from helpers.data.loaders import AudioDataModule
 from helpers.experiment.ddp import (
     PerRankSeed,
-    dead_ranks,
     externally_launched_world_size,
     is_global_rank_zero,
+    lost_ranks,
     shared_job_id,
     supervise_ranks,
     wait_for_child_processes,
@@ -73,8 +73,8 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         failed = False
     except Exception as err:
-        if dead := dead_ranks(trainer):  # the cause, when a collective failed because a rank died
-            raise RuntimeError(f"{dead}; this rank stopped with {type(err).__name__}: {err}") from err
+        if lost := lost_ranks(trainer):  # the cause, when a collective failed because a rank died
+            raise RuntimeError(f"{lost}; this rank stopped with {type(err).__name__}: {err}") from err
         raise
     finally:
         wait_for_child_processes(trainer, failed=failed)

@@ -41,9 +41,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             with atomic_write(path) as f:
                 torch.save(checkpoint, f)
         except WriteFailedError as err:
-            raise CheckpointSaveError(err.errno, f"{err.strerror}. Training stops here; free some space and "
-                                      f"resume from the last checkpoint with ckpt_path=<run folder>/checkpoints/"
-                                      f"last.ckpt") from err
+            resume = os.path.join(os.path.dirname(os.path.abspath(path)), "last.ckpt")
+            raise CheckpointSaveError(err.errno, f"{err.strerror}. Training stops here; free some space, then "
+                                      f"resume with ckpt_path={resume}") from None  # the message has the cause
 
     def load_checkpoint(self, path: Any, map_location: Callable | Any | None = None,
                         weights_only: bool | None = None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ epoch). What they do not restore, and these callbacks do:
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -39,6 +40,10 @@ class TrainingPosition(pl.Callback):
     def __init__(self, resume_point: ResumePoint) -> None:
         self.resume_point = resume_point
         self.epoch, self.batch = 0, 0
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Lightning's advice for mid-epoch resumes does not apply: the sampler resumes here
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
