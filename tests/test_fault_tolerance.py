@@ -190,6 +190,21 @@ def test_nan_loss_stops_naming_the_step_after_saving_the_last_good_state(mini_au
     assert adam_steps == {3.0}  # 4 steps taken, the NaN one not applied
 
 
+def test_sigterm_stops_at_the_end_of_the_batch_as_a_failure(mini_audioset, tmp_path, monkeypatch):
+    from helpers.training.tasks import MultiLabelTask
+
+    real_loss = MultiLabelTask.loss
+
+    def loss(self, logits, targets):
+        if torch.is_grad_enabled():
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill <pid>`, a scheduler's time limit, a preemption
+        return real_loss(self, logits, targets)
+
+    monkeypatch.setattr(MultiLabelTask, "loss", loss)
+    with pytest.raises(RuntimeError, match="stopped by SIGTERM.*ckpt_path="):  # not Lightning's exit status 0
+        train_in_process(mini_audioset, tmp_path)
+
+
 class _ToyModule(pl.LightningModule):
     """A linear model whose loss is NaN at the given steps."""
 

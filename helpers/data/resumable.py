@@ -89,8 +89,10 @@ class ResumableSampler(Sampler[tuple[int, int]]):
             self.epoch, skip = start[0], start[1] * self.batch_size
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(self.epoch)
-        indices = [int(i) for i in self.sampler]
-        seeds = derived_seeds(self.seed, (self.epoch, _rank()), len(indices))
+        order_seed, *seeds = derived_seeds(self.seed, (self.epoch, _rank()), len(self.sampler) + 1)
+        with torch.random.fork_rng(devices=[]):  # a sampler drawing from torch's generator draws the same again
+            torch.default_generator.manual_seed(order_seed)
+            indices = [int(i) for i in self.sampler]
         self.epoch += 1  # without set_epoch (outside Lightning) every pass is a new epoch
         return iter(list(zip(indices, seeds, strict=True))[skip:])
 

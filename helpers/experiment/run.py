@@ -15,6 +15,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.data import Dataset
 
 from helpers.data.corrupt_clips import attach_corrupt_log, corrupt_examples, count_corrupt
@@ -72,6 +73,9 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         failed = False
+    except SIGTERMException as err:  # Lightning's exits with status 0, as if training had finished
+        raise RuntimeError("Training stopped by SIGTERM at the end of a batch; resume from the last checkpoint "
+                           "with ckpt_path=<run folder>/checkpoints/last.ckpt") from err
     except Exception as err:
         if lost := lost_ranks(trainer):  # the cause, when a collective failed because a rank died
             raise RuntimeError(f"{lost}; this rank stopped with {type(err).__name__}: {err}") from err
