@@ -59,19 +59,32 @@ def load(path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(mini_audioset, tmp_path_factory):
+def mini(mini_audioset, tmp_path_factory):
+    """The mini AudioSet with a training clip that does not decode (row 5 of the balanced file)."""
+    path = copy_hdf5(mini_audioset["balanced_train_hdf5"], tmp_path_factory.mktemp("corrupt") / "balanced.hdf",
+                     rows=16, corrupt_row=5)
+    return {**mini_audioset, "basedataset_config": {**mini_audioset["basedataset_config"], "balanced_train_hdf5": path}}
+
+
+@pytest.fixture(scope="module")
+def reference(mini, tmp_path_factory):
     """The uninterrupted run every interrupted one is compared with."""
     out = tmp_path_factory.mktemp("reference")
-    run = train_in_process(mini_audioset, out)
-    return {"result": run.result, "last": load(run.info["last_checkpoint"])}
+    run = train_in_process(mini, out)
+    return {"result": run.result, "last": load(run.info["last_checkpoint"]), "info": run.info}
+
+
+def test_a_training_clip_that_fails_to_decode_is_skipped_and_counted(reference):
+    assert reference["info"]["corrupt_clips"] >= 1
+    assert reference["info"]["corrupt_clip_examples"][0].startswith("Ybal00000005")
 
 
 # ------------------------------------------------------------------------------ kill and resume
-def test_killed_during_a_mid_epoch_save_resumes_to_the_same_weights_and_metrics(mini_audioset, reference, tmp_path):
+def test_killed_during_a_mid_epoch_save_resumes_to_the_same_weights_and_metrics(mini, reference, tmp_path):
     out = tmp_path / "out"
     # SIGKILL half-way through writing the step-8 checkpoint (epoch 1, batch 3 of 5)
     killed = subprocess.run([PYTHON, str(ROOT / "tests" / "sigkill_during_save.py"), "8",
-                             *cli_args(mini_audioset, f"output_dir={out}")],
+                             *cli_args(mini, f"output_dir={out}")],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     (checkpoints,) = out.glob("audioset/*/checkpoints")
@@ -80,7 +93,7 @@ def test_killed_during_a_mid_epoch_save_resumes_to_the_same_weights_and_metrics(
     assert (before["global_step"], before["epoch"], before["callbacks"]["TrainingPosition"]) == \
         (6, 1, {"epoch": 1, "batch": 1})
 
-    resumed = train_in_process(mini_audioset, out, ckpt_path=str(checkpoints / "last.ckpt"))
+    resumed = train_in_process(mini, out, ckpt_path=str(checkpoints / "last.ckpt"))
     assert Path(resumed.info["run_dir"]) == checkpoints.parent  # continues in the same run folder
     assert not (checkpoints / "last.ckpt.partial").exists()  # replaced by the next save
     after, ref = load(checkpoints / "last.ckpt"), reference["last"]
@@ -95,8 +108,8 @@ def test_killed_during_a_mid_epoch_save_resumes_to_the_same_weights_and_metrics(
     assert resumed.result == reference["result"]
 
 
-def test_same_seed_gives_the_same_metrics_with_any_number_of_loader_workers(mini_audioset, reference, tmp_path):
-    again = train_in_process(mini_audioset, tmp_path, datasets={"training": {"batch_size": 4, "num_workers": 2}})
+def test_same_seed_gives_the_same_metrics_with_any_number_of_loader_workers(mini, reference, tmp_path):
+    again = train_in_process(mini, tmp_path, datasets={"training": {"batch_size": 4, "num_workers": 2}})
     assert again.result == reference["result"]
     last = load(again.info["last_checkpoint"])
     assert all(torch.equal(last["state_dict"][k], v) for k, v in reference["last"]["state_dict"].items())
