@@ -34,10 +34,10 @@ class NonFiniteError(RuntimeError):
 def nonfinite_flag(tensors: list[torch.Tensor]) -> torch.Tensor:
     """A float32 device scalar: 1.0 if any element of ``tensors`` is NaN or inf, else 0.0 (no host read)."""
     found = torch.zeros((), dtype=torch.float32, device=tensors[0].device)
-    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
     for t in tensors:
-        by_device.setdefault(t.device, []).append(t)
-    for device, group in by_device.items():
+        groups.setdefault((t.device, t.dtype), []).append(t)
+    for (device, _), group in groups.items():  # the kernel takes one device and dtype at a time
         part = torch.zeros((), dtype=torch.float32, device=device)
         # GradScaler's kernel: sets `part` when it meets a non-finite value (multiplying by 1 changes nothing)
         torch._amp_foreach_non_finite_check_and_unscale_(group, part, torch.ones((), device=device))
