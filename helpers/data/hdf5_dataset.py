@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -103,8 +104,10 @@ def open_hdf5(path: str | os.PathLike, prepare_hint: str | None = None) -> h5py.
         return h5py.File(path, "r")
     except OSError as err:
         size = os.path.getsize(path) if os.path.isfile(path) else 0
-        reason = f"it is truncated ({size} bytes on disk, the file's header says more): a copy or download " \
-                 "was probably interrupted" if "truncated" in str(err) else f"it is damaged or not an HDF5 file ({err})"
+        expected = re.search(r"stored_eof = (\d+)", str(err))
+        reason = (f"it is truncated ({size} bytes on disk, {expected[1] if expected else 'more'} in its header): a "
+                  "copy or download was probably interrupted" if "truncated" in str(err)
+                  else f"it is damaged or not an HDF5 file ({err})")
         fix = f"recreate it with:\n    {prepare_hint}" if prepare_hint else "recreate it with its prepare script"
         raise Hdf5FileError(f"{os.fspath(path)} cannot be read: {reason}. Copy it again from where it was "
                             f"made, or {fix}") from err
