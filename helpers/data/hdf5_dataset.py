@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -43,12 +44,14 @@ from helpers.data.audio_io import DEFAULT_SAMPLE_RATE, AudioDecodeError, decode_
 __all__ = [
     "CorruptClipError",
     "Hdf5AudioDataset",
+    "Hdf5FileError",
     "check_hdf5_layout",
     "read_corrupt_log",
     "read_targets",
     "decode_name",
     "hdf5_class_names",
     "missing_file_error",
+    "open_hdf5",
     "preload_hdf5",
     "require_hdf5",
 ]
@@ -58,6 +61,10 @@ Decoder = Callable[[bytes, int], np.ndarray]
 
 class CorruptClipError(RuntimeError):
     """Raised for an undecodable clip when ``strict_decoding=True`` (or too many in a row)."""
+
+
+class Hdf5FileError(OSError):
+    """An HDF5 file that cannot be opened: truncated (an interrupted copy), damaged, or not HDF5."""
 
 
 def decode_name(raw: bytes | np.bytes_ | str) -> str:
@@ -86,6 +93,27 @@ def require_hdf5(path: str | os.PathLike, prepare_hint: str | None) -> str:
     if not os.path.isfile(path):
         raise missing_file_error(path, prepare_hint)
     return path
+
+
+def open_hdf5(path: str | os.PathLike, prepare_hint: str | None = None) -> h5py.File:
+    """``h5py.File(path, "r")``, failing with :class:`Hdf5FileError` that names the file and the fix.
+
+    A file cut short by an interrupted copy is found here at no cost: HDF5 records the file's
+    size in its header and refuses to open a shorter file ("truncated file"), whatever the file
+    size, so a 100 GB file is checked without reading it. (Damage that keeps the size, e.g. a
+    block of zeros, is not found here; clips that then fail to decode are skipped and counted.)
+    """
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        size = os.path.getsize(path) if os.path.isfile(path) else 0
+        expected = re.search(r"stored_eof = (\d+)", str(err))
+        reason = (f"it is truncated ({size} bytes on disk, {expected[1] if expected else 'more'} in its header): a "
+                  "copy or download was probably interrupted" if "truncated" in str(err)
+                  else f"it is damaged or not an HDF5 file ({err})")
+        fix = f"recreate it with:\n    {prepare_hint}" if prepare_hint else "recreate it with its prepare script"
+        raise Hdf5FileError(f"{os.fspath(path)} cannot be read: {reason}. Copy it again from where it was "
+                            f"made, or {fix}") from err
 
 
 def check_hdf5_layout(hf: h5py.File, path: str, n_classes: int) -> int:
@@ -120,6 +148,16 @@ def check_hdf5_layout(hf: h5py.File, path: str, n_classes: int) -> int:
             f"labels, or bool/float [clips, {n_classes}]). Set n_classes to the number of labels the file "
             "was made with, or recreate the file with the matching label list."
         )
+    spare_bits = packed_width * 8 - n_classes
+    if target.dtype == np.uint8 and spare_bits and n:
+        # labels >= n_classes can only hide in the unused low bits of the last byte (one column read)
+        beyond = np.flatnonzero(target[:, packed_width - 1] & np.uint8((1 << spare_bits) - 1))
+        if beyond.size:
+            raise ValueError(
+                f"{path}: {beyond.size} clip(s) (the first at index {beyond[0]}) have labels numbered "
+                f"{n_classes} or above, outside n_classes={n_classes}; the file was made with a longer label "
+                "list. Set n_classes to that list's length, or recreate the file with the matching label list."
+            )
     return n
 
 
@@ -171,7 +209,7 @@ class Hdf5AudioDataset(Dataset):
         self.decoder: Decoder = decoder or decode_audio
         self.max_skips = max_skips
         # Validate now, so a wrong n_classes fails before training starts; do not keep the handle.
-        with h5py.File(self.hdf5_path, "r") as hf:
+        with open_hdf5(self.hdf5_path, prepare_hint) as hf:
             self._length = check_hdf5_layout(hf, self.hdf5_path, self.n_classes)
         self.corrupt_entries: list[tuple[int, str, str]] = []
         self._hf: h5py.File | None = None
@@ -208,7 +246,7 @@ class Hdf5AudioDataset(Dataset):
         looked up once, since that costs more than reading a small item.
         """
         if self._hf is None or self._pid != os.getpid():
-            self._hf = h5py.File(self.hdf5_path, "r")
+            self._hf = open_hdf5(self.hdf5_path)
             self._pid = os.getpid()
             self._columns = (self._hf["mp3"], self._hf["audio_name"], self._hf["target"])
         return self._columns
@@ -289,7 +327,7 @@ def preload_hdf5(hdf5_paths: list[str | os.PathLike], chunk: int = 1024) -> int:
     """
     total = 0
     for path in hdf5_paths:
-        with h5py.File(require_hdf5(path, None), "r") as hf:
+        with open_hdf5(require_hdf5(path, None)) as hf:
             mp3 = hf["mp3"]
             n = mp3.shape[0]
             with tqdm(total=n, desc=f"preload {os.path.basename(os.fspath(path))}", unit="clip") as bar:

@@ -6,12 +6,19 @@ encodes the clips (in worker processes, with a progress bar), keeps finished wor
 failures in ``<out>.failed.txt`` and writes ``<out>``.
 
 Each shard (``shard_00000.h5``) holds a batch of processed segments -- the encoded clips and the
-segments that failed -- and is written to a temporary name, then renamed, so a shard is either
-complete or absent whatever happens to the process. A rerun reads the shards once, when it
-opens the folder, to know which segments are done (failed segments are tried again: the audio
-may have been added meanwhile); from then on :class:`PartialRun` keeps that state in memory.
-When all segments are processed, :func:`assemble` writes the final file
-(``<out>.tmp``, renamed to ``<out>`` at the very end) with the clips in segment-CSV order.
+segments that failed -- and is written to a temporary name, flushed to the disk, then renamed,
+so a shard is either complete or absent whatever happens to the process (a kill, a power cut).
+A rerun reads the shards once, when it opens the folder, to know which segments are done (failed
+segments are tried again: the audio may have been added meanwhile; a shard that cannot be read
+is deleted and its segments are done again); from then on :class:`PartialRun` keeps that state
+in memory. When all segments are processed, :func:`assemble` writes the final file
+(``<out>.tmp``, flushed and renamed to ``<out>`` at the very end) with the clips in segment-CSV order.
+
+Guarantee, for every prepare script on this writer: a run killed at any moment (SIGKILL
+included) and rerun with the same command produces the same file as a run never interrupted,
+byte for byte (``tests/test_fault_tolerance.py`` kills one while encoding, while writing a shard
+and while writing the output). Segments that failed and succeed on the rerun (audio added
+meanwhile) give the same content, possibly in another byte layout.
 
 The final file has the original PaSST layout (see :mod:`helpers.data.hdf5_dataset`): ``audio_name``
 (fixed-length bytes), ``mp3`` (vlen uint8), ``target`` (one row per clip, e.g. packbits), plus a few
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +40,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from helpers.data.atomic import replace_durably
 from helpers.data.audio_io import AudioDecodeError, encode_mp3, load_audio
 
 __all__ = ["ShardBuffer", "PartialRun", "PrepareResult", "assemble", "encode_file", "run_tasks", "write_hdf5"]
@@ -90,13 +99,22 @@ class PartialRun:
                 )
         else:
             manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        self._shards: list[Path] = sorted(self.folder.glob("shard_*.h5"))  # in writing order
-        self._next_number = int(self._shards[-1].stem.split("_")[1]) + 1 if self._shards else 0
+        shards = sorted(self.folder.glob("shard_*.h5"))  # in writing order
+        self._next_number = int(shards[-1].stem.split("_")[1]) + 1 if shards else 0
+        self._shards: list[Path] = []
         self.done: set[int] = set()
         self._failed: dict[int, str] = {}  # every row that ever failed -> its latest reason
-        for path in self._shards:
-            with h5py.File(path, "r") as hf:
-                self._record(hf["row"][()].tolist(), hf["failed_row"][()].tolist(), hf["failed_reason"].asstr()[()])
+        for path in shards:
+            try:
+                with h5py.File(path, "r") as hf:
+                    content = hf["row"][()].tolist(), hf["failed_row"][()].tolist(), hf["failed_reason"].asstr()[()]
+            except (OSError, KeyError) as err:  # damaged on the disk after all (a failing drive...)
+                warnings.warn(f"{path} cannot be read ({err}); deleted, its segments are processed again",
+                              RuntimeWarning, stacklevel=2)
+                path.unlink()
+                continue
+            self._shards.append(path)
+            self._record(*content)
 
     def _record(self, rows: Sequence[int], failed_rows: Sequence[int], failed_reasons: Sequence[str]) -> None:
         """Add one shard's content to the in-memory state (later shards override reasons)."""
@@ -124,7 +142,7 @@ class PartialRun:
                 mp3[i] = np.frombuffer(data, dtype=np.uint8)
             hf.create_dataset("failed_row", data=np.asarray(buffer.failed_rows, dtype=np.int64))
             hf.create_dataset("failed_reason", data=buffer.failed_reasons, dtype=_VLEN_STR)
-        os.replace(tmp, final)
+        replace_durably(tmp, final)
         self._shards.append(final)
         self._next_number += 1
         self._record(buffer.rows, buffer.failed_rows, buffer.failed_reasons)
@@ -172,7 +190,7 @@ def assemble(
                     for pos, data in zip(positions.tolist(), shard["mp3"][()], strict=True):
                         mp3[pos] = data
                     bar.update(len(rows))
-    os.replace(tmp, out)
+    replace_durably(tmp, out)
     return len(order)
 
 

@@ -4,8 +4,9 @@ The loaders are made lazily by a LightningDataModule, i.e. after Lightning has s
 process group, so samplers can shard by rank:
 
 * training: the experiment's own sampler when it has one and ``weighted_sampler`` is on (the
-  AudioSet importance sampler splits its draws among ranks itself), else random shuffling
-  (``DistributedSampler(shuffle=True)`` under DDP);
+  AudioSet importance sampler splits its draws among ranks itself), else a seeded shuffle per
+  epoch (``DistributedSampler``, with one replica outside DDP); wrapped so that an epoch can
+  restart at any batch with the same clips and augmentations (:mod:`helpers.data.resumable`);
 * evaluation (one loader per evaluation set): in order; under DDP a
   ``DistributedSampler(shuffle=False)``, whose padding the Lightning module removes again after
   gathering (every example is scored exactly once).
@@ -21,6 +22,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from helpers.data.resumable import ResumableSampler, ResumePoint, SeededItems
 
 #: keys of ``datasets.training``/``datasets.test`` that are ours, not DataLoader arguments
 OWN_LOADER_KEYS = ("weighted_sampler",)
@@ -62,9 +65,12 @@ class AudioDataModule(pl.LightningDataModule):
         train_set: training dataset (None for evaluation only).
         eval_sets: ``(dataset, loader config)`` of every evaluation set, in validation order.
         training_cfg: the ``datasets.training`` config.
-        seed: seed of the DDP training shuffle (the same on every rank).
+        seed: the run's seed: of the training shuffle and of the clips' augmentations.
         train_sampler: makes the experiment's own training sampler (used when
             ``training_cfg["weighted_sampler"]`` is true).
+
+    Attributes:
+        resume_point: where the first training epoch starts; a resumed run sets it from the checkpoint.
     """
 
     def __init__(self, train_set: Dataset | None, eval_sets: Sequence[tuple[Dataset, dict[str, Any]]],
@@ -74,18 +80,21 @@ class AudioDataModule(pl.LightningDataModule):
         self.train_set, self.eval_sets = train_set, [(ds, dict(cfg)) for ds, cfg in eval_sets]
         self.training_cfg = dict(training_cfg)
         self.train_sampler = train_sampler
-        self.seed = seed  # the run's seed: the DDP shuffle order changes with it, like a plain shuffle
+        self.seed = seed
+        self.resume_point = ResumePoint()
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             raise RuntimeError("This data module has no training set")
         cfg = dict(self.training_cfg)
-        sampler = None
         if cfg.get("weighted_sampler") and self.train_sampler is not None:
             sampler = self.train_sampler()
-        elif _distributed():
-            sampler = DistributedSampler(self.train_set, shuffle=bool(cfg.get("shuffle", True)), seed=self.seed)
-        return make_loader(self.train_set, cfg, sampler)
+        else:
+            world, rank = (dist.get_world_size(), dist.get_rank()) if _distributed() else (1, 0)
+            sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank,
+                                         shuffle=bool(cfg.get("shuffle", True)), seed=self.seed)
+        sampler = ResumableSampler(sampler, cfg.get("batch_size") or 1, self.seed, self.resume_point)
+        return make_loader(SeededItems(self.train_set), cfg, sampler)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """One loader per evaluation set (a single set gives a single loader)."""

@@ -24,13 +24,12 @@ import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 
-import h5py
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler, WeightedRandomSampler
 
-from helpers.data.hdf5_dataset import check_hdf5_layout, read_targets, require_hdf5
+from helpers.data.hdf5_dataset import check_hdf5_layout, open_hdf5, read_targets, require_hdf5
 
 __all__ = [
     "label_frequencies",
@@ -114,10 +113,11 @@ def sample_weights_from_hdf5(
     All files are checked to exist before any is read; ``prepare_hint(path)`` gives the command
     that creates a missing one (None: a generic hint).
     """
-    paths = [require_hdf5(path, prepare_hint(os.fspath(path)) if prepare_hint else None) for path in paths]
+    hints = [prepare_hint(os.fspath(path)) if prepare_hint else None for path in paths]
+    paths = [require_hdf5(path, hint) for path, hint in zip(paths, hints, strict=True)]
     parts = []
-    for path in paths:
-        with h5py.File(path, "r") as hf:
+    for path, hint in zip(paths, hints, strict=True):
+        with open_hdf5(path, hint) as hf:
             check_hdf5_layout(hf, path, n_classes)
             parts.append(read_targets(hf, n_classes))
     if not parts:

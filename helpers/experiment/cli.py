@@ -26,6 +26,7 @@ from sacred.utils import apply_backspaces_and_linefeeds
 from helpers.experiment import run as commands
 from helpers.experiment.config import check_config, default_config, plain, shared_config
 from helpers.experiment.ddp import prepare_argv
+from helpers.experiment.loggers import atomic_sacred_files
 from helpers.experiment.spec import ExperimentSpec
 
 
@@ -33,6 +34,7 @@ def build_experiment(spec: ExperimentSpec, ingredients: Sequence[Ingredient] = (
     """A sacred Experiment with the shared config and all commands; the script adds its own config."""
     # "sys" capture: "fd" capture hangs at exit while wandb's service process holds the pipes
     SETTINGS.CAPTURE_MODE = "sys"
+    atomic_sacred_files()  # a full disk must not leave a truncated run.json
     ex = Experiment(spec.name, ingredients=list(ingredients))
     ex.captured_out_filter = apply_backspaces_and_linefeeds  # progress bars stay readable in cout.txt
     ex.configurations.append(shared_config(spec.name))

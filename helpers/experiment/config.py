@@ -171,6 +171,7 @@ def shared_config(experiment: str = "audioset") -> DescribedConfig:
     c.add("checkpointing.mode", None, "None: the task's (max for mAP)")
     c.add("checkpointing.save_top_k", 1)
     c.add("checkpointing.save_last", True, "last.ckpt after every epoch: nothing lost on a crash")
+    c.add("checkpointing.last_every_n_steps", None, "also write last.ckpt every N training steps inside epochs")
     c.add("checkpointing.dirpath", None, "None: <run folder>/checkpoints")
 
     c.describe("speed_test", "the model_speed_test command")

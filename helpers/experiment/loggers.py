@@ -7,11 +7,13 @@ account is configured on this machine (``WANDB_API_KEY`` or an ``api.wandb.ai`` 
 ``wandb sync``. Training never stops to ask for a login.
 
 :class:`SacredLogger` writes every logged scalar to the sacred run (``metrics.json`` with
-``-F``, MongoDB with ``-m``).
+``-F``, MongoDB with ``-m``). :func:`atomic_sacred_files` makes the ``-F`` observer replace its
+JSON files atomically.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import netrc
 import os
@@ -20,6 +22,10 @@ from typing import Any
 
 from pytorch_lightning.loggers.logger import Logger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
+from sacred.observers.file_storage import FileStorageObserver
+from sacred.serializer import flatten
+
+from helpers.data.atomic import atomic_write
 
 WANDB_HOST = "api.wandb.ai"
 
@@ -90,3 +96,17 @@ class SacredLogger(Logger):
             value = float(value)
             if not math.isnan(value):
                 self._run.log_scalar(key, value, step)
+
+
+def _save_json_atomically(self: FileStorageObserver, obj: Any, filename: str) -> None:
+    with atomic_write(os.path.join(self.dir, filename)) as f:
+        f.write(json.dumps(flatten(obj), sort_keys=True, indent=2).encode("utf-8"))
+
+
+def atomic_sacred_files() -> None:
+    """Make sacred's ``-F`` observer replace ``run.json``, ``info.json``, ``metrics.json`` atomically.
+
+    Sacred rewrites them in place every 10 s; a full disk (or a kill) in the middle left a
+    truncated file that no longer parses. Now the previous version stays until a new one is complete.
+    """
+    FileStorageObserver.save_json = _save_json_atomically

@@ -15,6 +15,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.data import Dataset
 
 from helpers.data.corrupt_clips import attach_corrupt_log, corrupt_examples, count_corrupt
@@ -23,7 +24,9 @@ from helpers.experiment.ddp import (
     PerRankSeed,
     externally_launched_world_size,
     is_global_rank_zero,
+    lost_ranks,
     shared_job_id,
+    supervise_ranks,
     wait_for_child_processes,
 )
 from helpers.experiment.loggers import SacredLogger, finish_wandb, make_wandb_logger
@@ -35,8 +38,11 @@ from helpers.experiment.trainer import (
     runs_on_cpu,
     translate_legacy_keys,
 )
+from helpers.training.checkpoint_io import AtomicCheckpointIO
 from helpers.training.module import AudioModule
+from helpers.training.nonfinite import NonFiniteGuard
 from helpers.training.optim import make_optimizer
+from helpers.training.resume import StepCheckpoint, StepSeeds, TrainingPosition
 from helpers.training.schedules import get_lr_lambda
 from helpers.training.speed import time_steps
 from helpers.training.swa import SWACallback
@@ -51,6 +57,9 @@ RUN_DIR_ENV = "PASST_RUN_DIR"
 def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dict[str, float]:
     """Train and validate every epoch; returns the last validation metrics."""
     pl.seed_everything(seed, workers=True)
+    if cfg.get("ckpt_path") and not os.path.isfile(cfg["ckpt_path"]):
+        raise FileNotFoundError(f"ckpt_path={cfg['ckpt_path']!r}: no such checkpoint file (resume with "
+                                f"ckpt_path=<run folder>/checkpoints/last.ckpt)")
     run_dir = run_folder(cfg["output_dir"], spec.name, run, resume_from=cfg.get("ckpt_path"))
     task = spec.get_task()
     datamodule, corrupt_log, corrupt_before = datamodule_for(spec, cfg, run_dir, training=True, task=task)
@@ -61,14 +70,26 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
         callbacks.append(PerRankSeed(seed))
     if cfg["swa"]:
         callbacks.append(SWACallback(cfg["swa_epoch_start"], cfg["swa_freq"]))
+    callbacks += fault_tolerance_callbacks(cfg, seed, datamodule, checkpointing)
     loggers = [SacredLogger(run), wandb_logger(spec, cfg, run_dir, run)]
-    trainer = build_trainer(cfg["trainer"], callbacks, loggers, default_root_dir=str(run_dir), ddp_cfg=cfg["ddp"],
+    trainer_cfg = {**cfg["trainer"], "plugins": [*(cfg["trainer"].get("plugins") or []), AtomicCheckpointIO()]}
+    trainer = build_trainer(trainer_cfg, callbacks, loggers, default_root_dir=str(run_dir), ddp_cfg=cfg["ddp"],
                             compiled=cfg["compile"])
     run.info.update(run_dir=str(run_dir), precision=str(trainer.precision), world_size=trainer.world_size)
+    supervise_ranks([obs.dir for obs in run.observers if getattr(obs, "dir", None)])
+    failed = True
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        failed = False
+    except SIGTERMException as err:  # Lightning's exits with status 0, as if training had finished
+        raise RuntimeError("Training stopped by SIGTERM at the end of a batch; resume from the last checkpoint "
+                           "with ckpt_path=<run folder>/checkpoints/last.ckpt") from err
+    except Exception as err:
+        if lost := lost_ranks(trainer):  # the cause, when a collective failed because a rank died
+            raise RuntimeError(f"{lost}; this rank stopped with {type(err).__name__}: {err}") from err
+        raise
     finally:
-        wait_for_child_processes(trainer)
+        wait_for_child_processes(trainer, failed=failed)
         record_run_info(run, module, corrupt_log, corrupt_before)
         run.info.update(
             best_checkpoint=checkpointing[0].best_model_path or None,
@@ -269,6 +290,7 @@ def checkpoint_callbacks(spec: ExperimentSpec, cfg: dict[str, Any], run_dir: Pat
     dirpath = ckpt_cfg.pop("dirpath", None) or str(run_dir / "checkpoints")
     filename = ckpt_cfg.pop("filename", None) or f"best-epoch{{epoch:03d}}-{monitor}-{{{monitor}:.4f}}"
     save_last = ckpt_cfg.pop("save_last", True)
+    ckpt_cfg.pop("last_every_n_steps", None)  # see fault_tolerance_callbacks
     best = ModelCheckpoint(dirpath=dirpath, filename=filename, monitor=monitor, mode=mode,
                            auto_insert_metric_name=False, **ckpt_cfg)
     if not save_last:
@@ -276,6 +298,25 @@ def checkpoint_callbacks(spec: ExperimentSpec, cfg: dict[str, Any], run_dir: Pat
     last = ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1,
                            enable_version_counter=False)
     return best, last
+
+
+def fault_tolerance_callbacks(cfg: dict[str, Any], seed: int, datamodule: AudioDataModule,
+                              checkpointing: tuple[ModelCheckpoint, ...]) -> list[pl.Callback]:
+    """Exact resumes (position in the epoch, per-step seeds), the NaN/inf guard, and step checkpoints.
+
+    In this order: the position is recorded before the guard may save a last good state in the
+    same hook (step checkpoints come last anyway, as all checkpoint callbacks).
+    """
+    every_n_steps = cfg["checkpointing"].get("last_every_n_steps")
+    last = os.path.join(checkpointing[0].dirpath, "last.ckpt") if len(checkpointing) > 1 else None
+    callbacks: list[pl.Callback] = [
+        TrainingPosition(datamodule.resume_point),
+        StepSeeds(seed, per_rank=cfg["per_rank_seed"]),
+        NonFiniteGuard(last, checkpoint_every=every_n_steps),
+    ]
+    if every_n_steps and last:
+        callbacks.append(StepCheckpoint(last, every_n_steps))
+    return callbacks
 
 
 def wandb_logger(spec: ExperimentSpec, cfg: dict[str, Any], run_dir: Path, run: Any):

@@ -1,0 +1,59 @@
+"""Lightning's checkpoint writing and reading, made safe against kills, full disks and damaged files.
+
+:class:`AtomicCheckpointIO` replaces Lightning's ``TorchCheckpointIO``:
+
+* saving streams ``torch.save`` into ``<file>.partial`` next to the checkpoint, flushes it to the
+  disk and renames it (:func:`helpers.data.atomic.atomic_write`): a kill at any moment leaves the
+  previous checkpoint valid. (Lightning's own writer serialises the whole checkpoint in memory,
+  writes it to the system temp folder and moves it; where that folder is another file system the
+  move is a copy into the checkpoint itself, and a full ``/tmp`` fails the save.)
+* a save that fails (disk full, quota) raises :class:`CheckpointSaveError` naming the file, the
+  cause and the resume command; the previous checkpoint of that name is intact.
+* loading a file that is truncated or corrupt raises :class:`models.checkpoints.CheckpointError`
+  naming the file, instead of a bare unpickling error (Lightning does not silently start afresh
+  either, but its message does not say which file or what to do).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from helpers.data.atomic import WriteFailedError, atomic_write
+from models.checkpoints import CheckpointError, read_checkpoint
+
+
+class CheckpointSaveError(WriteFailedError):
+    """A checkpoint could not be written; the previous file of that name is intact."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` with atomic, durable saves and loading errors that name the file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        try:
+            with atomic_write(path) as f:
+                torch.save(checkpoint, f)
+        except WriteFailedError as err:
+            resume = os.path.join(os.path.dirname(os.path.abspath(path)), "last.ckpt")
+            raise CheckpointSaveError(err.errno, f"{err.strerror}. Training stops here; free some space, then "
+                                      f"resume with ckpt_path={resume}") from None  # the message has the cause
+
+    def load_checkpoint(self, path: Any, map_location: Callable | Any | None = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        try:
+            return dict(read_checkpoint(path))
+        except CheckpointError as err:
+            raise CheckpointError(
+                f"{err} It cannot be resumed from; resume from an earlier checkpoint of the run instead "
+                f"(ckpt_path=<run folder>/checkpoints/best-*.ckpt), or start afresh without ckpt_path.") from None
+
+    def remove_checkpoint(self, path: Any) -> None:
+        if os.path.exists(path):
+            os.remove(path)
