@@ -50,6 +50,8 @@ def default_config():
     wavmix = False  # waveform mixup of two clips (one-hot targets mixed alike)
     wavmix_beta = 2  # wavmix weight ~ Beta(wavmix_beta, wavmix_beta), the larger part kept
     wavmix_rate = 0.5  # share of the items that wavmix mixes
+    strict_decoding = False  # True: a clip that fails to decode raises instead of being skipped (and counted)
+    corrupt_log = None  # file collecting skipped clips from all DataLoader workers (None: in the run folder)
 
 
 @dataclass(frozen=True)
@@ -98,28 +100,32 @@ def fold_clips(meta_csv: str | os.PathLike, n_classes: int, fold: int, train: bo
     return [c for c in clips if (c.fold != fold) == train]
 
 
-def build_set(clips: list[Clip], audio_path: str, n_classes: int, sample_rate: int, clip_length: float) -> Dataset:
+def build_set(clips: list[Clip], audio_path: str, n_classes: int, sample_rate: int, clip_length: float,
+              strict_decoding: bool = False, corrupt_log: str | None = None) -> Dataset:
     """The clips as an :class:`~helpers.data.audio_files.AudioFileDataset` with one-hot targets."""
     targets = np.eye(n_classes, dtype=np.float32)[[c.target for c in clips]]
     return AudioFileDataset([os.path.join(audio_path, c.filename) for c in clips], targets,
                             names=[c.filename for c in clips], clip_length=seconds_to_samples(clip_length, sample_rate),
-                            sample_rate=sample_rate, missing_hint=f"Create the dataset with:\n    {PREPARE_COMMAND}")
+                            sample_rate=sample_rate, missing_hint=f"Create the dataset with:\n    {PREPARE_COMMAND}",
+                            strict_decoding=strict_decoding, corrupt_log=corrupt_log)
 
 
 @dataset.capture
 def get_training_set(meta_csv, audio_path, fold, n_classes, sample_rate, clip_length, gain_augment, roll, roll_conf,
-                     wavmix, wavmix_beta, wavmix_rate) -> Dataset:
+                     wavmix, wavmix_beta, wavmix_rate, strict_decoding, corrupt_log) -> Dataset:
     """The four training folds, with the configured augmentations."""
-    ds = build_set(fold_clips(meta_csv, n_classes, fold, train=True), audio_path, n_classes, sample_rate, clip_length)
+    ds = build_set(fold_clips(meta_csv, n_classes, fold, train=True), audio_path, n_classes, sample_rate, clip_length,
+                   strict_decoding, corrupt_log)
     return augment_training_set(ds, gain_augment=gain_augment, roll=roll, roll_conf=roll_conf, wavmix=wavmix,
                                 wavmix_beta=wavmix_beta, wavmix_rate=wavmix_rate)
 
 
 @dataset.capture
-def get_test_set(meta_csv, audio_path, fold, n_classes, sample_rate, clip_length) -> Dataset:
+def get_test_set(meta_csv, audio_path, fold, n_classes, sample_rate, clip_length, strict_decoding,
+                 corrupt_log) -> Dataset:
     """The test fold, without augmentation."""
     return build_set(fold_clips(meta_csv, n_classes, fold, train=False), audio_path, n_classes, sample_rate,
-                     clip_length)
+                     clip_length, strict_decoding, corrupt_log)
 
 
 @dataset.capture

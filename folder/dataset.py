@@ -74,6 +74,8 @@ def default_config():
     wavmix = False  # waveform mixup of two clips (targets mixed alike)
     wavmix_beta = 2  # wavmix weight ~ Beta(wavmix_beta, wavmix_beta), the larger part kept
     wavmix_rate = 0.5  # share of the items that wavmix mixes
+    strict_decoding = False  # True: a file that fails to decode during the run raises instead of being skipped
+    corrupt_log = None  # file collecting skipped clips from all DataLoader workers (None: in the run folder)
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,8 @@ def build_set(cfg: dict[str, Any], train: bool) -> Dataset:
     ds = AudioFileDataset([table.paths[r] for r in rows], _targets(table, rows),
                           names=[os.path.relpath(table.paths[r], cfg["audio_dir"]) for r in rows],
                           clip_length=seconds_to_samples(cfg["clip_length"], cfg["sample_rate"]),
-                          sample_rate=cfg["sample_rate"], random_crop=train and cfg["random_crop"])
+                          sample_rate=cfg["sample_rate"], random_crop=train and cfg["random_crop"],
+                          strict_decoding=cfg["strict_decoding"], corrupt_log=cfg["corrupt_log"])
     if not train:
         return ds
     return augment_training_set(ds, gain_augment=cfg["gain_augment"], roll=cfg["roll"], roll_conf=cfg["roll_conf"],

@@ -222,7 +222,7 @@ def test_own_folder_bad_files_unknown_labels_and_multi_label(tmp_path):
            "label_separator": ",", "classes": None, "multi_label": None, "split_column": None, "test_split": None,
            "holdout": 0.25, "split_seed": 0, "skip_bad_files": False, "sample_rate": 32000, "clip_length": 1,
            "random_crop": False, "gain_augment": 0, "roll": False, "roll_conf": None, "wavmix": False,
-           "wavmix_beta": 2, "wavmix_rate": 0.5}
+           "wavmix_beta": 2, "wavmix_rate": 0.5, "strict_decoding": False, "corrupt_log": None}
     table = read_table(cfg)
     assert table.multi_label and table.classes == ["bird", "cat", "dog", "rain"] and table.is_test.sum() == 3
     test = build_set(cfg, train=False)

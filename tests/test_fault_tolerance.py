@@ -8,7 +8,9 @@ with the tiny model (``tiny_model mini_train``).
 from __future__ import annotations
 
 import builtins
+import csv
 import errno
+import importlib
 import json
 import os
 import shutil
@@ -23,9 +25,11 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from downstream_data import own_folder
 from experiment_cli import ROOT, copy_hdf5, data_args, data_config
 
 from helpers.data import atomic
+from helpers.data.corrupt_clips import read_corrupt_log
 from helpers.data.hdf5_dataset import Hdf5FileError
 from helpers.experiment import ddp
 from helpers.training.checkpoint_io import AtomicCheckpointIO, CheckpointSaveError
@@ -402,3 +406,49 @@ def test_a_nonfinite_weight_is_never_saved(tmp_path):
     with pytest.raises(NonFiniteError, match="w.*step 7.*not written"):
         guard.on_save_checkpoint(trainer, None, {"state_dict": {"v": torch.ones(2), "w": torch.tensor([np.inf])}})
     guard.on_save_checkpoint(trainer, None, {"state_dict": {"v": torch.ones(2)}})
+
+
+# ------------------------------------------------------- bad clips in every dataset, not only AudioSet
+def _corrupt_training_data(dataset: str, mini: dict, folder: Path) -> dict:
+    """``basedataset`` updates pointing at a copy of the mini dataset in which one training clip does not decode."""
+    if dataset == "esc50":  # wav files; fold 1 is the test fold, so the first clip of fold 2 trains
+        base = Path(shutil.copytree(mini["base_dir"], folder / "esc50"))
+        with open(base / "meta" / "esc50.csv", newline="") as fh:
+            victim = next(row["filename"] for row in csv.DictReader(fh) if row["fold"] == "2")
+        (base / "audio_32k" / victim).write_bytes(b"RIFF" + bytes(200))
+        return {"base_dir": f"{base}/"}
+    key, name = {"openmic": ("openmic_train_hdf5", "mp3/openmic_train.csv_mp3.hdf"),
+                 "fsd50k": ("balanced_train_hdf5", "mp3/FSD50K.train_mp3.hdf")}[dataset]
+    with h5py.File(mini["base_dir"] + name, "r") as hf:
+        rows = len(hf["audio_name"])
+    return {key: copy_hdf5(mini["base_dir"] + name, folder / "train.hdf", rows=rows, corrupt_row=2)}
+
+
+@pytest.mark.parametrize("dataset", ["esc50", "openmic", "fsd50k"])
+def test_every_dataset_skips_and_counts_a_training_clip_that_fails_to_decode(dataset, request, tmp_path):
+    mini = request.getfixturevalue(f"mini_{dataset}")
+    ex = importlib.import_module(f"ex_{dataset}").ex
+    updates = {"basedataset": {"base_dir": mini["base_dir"], "clip_length": 1, "wavmix": False,
+                               **_corrupt_training_data(dataset, mini, tmp_path)},
+               "datasets": {"training": {"batch_size": 8, "num_workers": 0}, "test": {"num_workers": 0}},
+               "trainer": {"max_epochs": 1, "enable_progress_bar": False, "num_sanity_val_steps": 0},
+               "wandb": {"mode": "disabled"}, "output_dir": str(tmp_path / "out")}
+    with pytest.warns(RuntimeWarning, match="corrupt audio clip"):
+        run = ex.run(named_configs=["tiny_model"], config_updates=updates, options={"--loglevel": "ERROR"})
+    assert run.status == "COMPLETED"
+    assert run.info["corrupt_clips"] == 1  # one epoch: the bad clip was drawn once, skipped and counted
+
+
+def test_own_audio_files_that_break_during_the_run_are_skipped_and_counted(tmp_path):
+    from ex_folder import ex
+    from folder.dataset import build_set
+
+    audio_dir, csv_path = own_folder(tmp_path)
+    updates = {"basedataset": {"csv": str(csv_path), "audio_dir": str(audio_dir), "corrupt_log": str(tmp_path / "log")}}
+    cfg = ex.run("print_config", config_updates=updates, options={"--loglevel": "ERROR"}).config["basedataset"]
+    test_set = build_set(cfg, train=False)  # every file is checked here, at start-up
+    Path(test_set.paths[1]).write_bytes(b"not audio any more")  # then one breaks
+    with pytest.warns(RuntimeWarning, match="corrupt audio clip"):
+        items = [test_set[i] for i in range(len(test_set))]
+    assert items[1][1] == test_set.names[2]  # the next clip stands in for it
+    assert test_set.num_corrupt == 1 and [index for index, _, _ in read_corrupt_log(tmp_path / "log")] == [1]

@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 
 from audioset import dataset as audioset_dataset
 from helpers.data.audio_io import encode_mp3
-from helpers.data.hdf5_dataset import CorruptClipError, Hdf5AudioDataset, preload_hdf5, read_corrupt_log
+from helpers.data.corrupt_clips import CorruptClipError, read_corrupt_log
+from helpers.data.hdf5_dataset import Hdf5AudioDataset, preload_hdf5
 
 SR = 32000
 

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from helpers.data.audio_io import DEFAULT_SAMPLE_RATE, AudioDecodeError, fit_length, load_audio, probe_audio
+from helpers.data.corrupt_clips import SkipsUndecodableClips
 
 __all__ = ["AudioFileDataset", "unreadable_files"]
 
@@ -32,7 +33,7 @@ def unreadable_files(paths: Sequence[str | os.PathLike], progress: bool = True) 
     return bad
 
 
-class AudioFileDataset(Dataset):
+class AudioFileDataset(SkipsUndecodableClips, Dataset):
     """Clips read from audio files.
 
     Args:
@@ -43,6 +44,8 @@ class AudioFileDataset(Dataset):
         sample_rate: decode at this rate.
         random_crop: cut longer clips at a random offset instead of keeping their start.
         missing_hint: appended to the error when files do not exist (e.g. the prepare command).
+        strict_decoding / corrupt_log / max_skips: what a file that fails to decode does: skipped
+            and counted by default (:class:`~helpers.data.corrupt_clips.SkipsUndecodableClips`).
 
     Raises:
         FileNotFoundError: some files do not exist (all are checked at once; the error names them).
@@ -50,7 +53,8 @@ class AudioFileDataset(Dataset):
 
     def __init__(self, paths: Sequence[str | os.PathLike], targets: np.ndarray, names: Sequence[str] | None = None,
                  clip_length: int | None = 10 * DEFAULT_SAMPLE_RATE, sample_rate: int = DEFAULT_SAMPLE_RATE,
-                 random_crop: bool = False, missing_hint: str = "") -> None:
+                 random_crop: bool = False, missing_hint: str = "", strict_decoding: bool = False,
+                 corrupt_log: str | os.PathLike | None = None, max_skips: int = 100) -> None:
         self.paths = [os.fspath(p) for p in paths]
         self.targets = np.asarray(targets, dtype=np.float32)
         if self.targets.ndim != 2 or len(self.targets) != len(self.paths):
@@ -58,6 +62,9 @@ class AudioFileDataset(Dataset):
         self.names = list(names) if names is not None else [os.path.basename(p) for p in self.paths]
         self.clip_length, self.sample_rate, self.random_crop = clip_length, int(sample_rate), random_crop
         self.n_classes = self.targets.shape[1]
+        folders = sorted({os.path.dirname(p) for p in self.paths})
+        self.init_skipping(folders[0] if len(folders) == 1 else f"{len(folders)} folders", strict_decoding,
+                           corrupt_log, max_skips)
         missing = [p for p in self.paths if not os.path.isfile(p)]
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -67,10 +74,11 @@ class AudioFileDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, str, np.ndarray]:
-        path = self.paths[index]
-        try:
-            wave = load_audio(path, self.sample_rate)
-        except AudioDecodeError as err:
-            raise AudioDecodeError(f"{path}: {err}") from err
-        wave = fit_length(wave, self.clip_length, self.random_crop).reshape(1, -1)
-        return wave, self.names[index], self.targets[index].copy()
+        def read(i: int) -> tuple[np.ndarray, str, np.ndarray]:
+            try:
+                wave = load_audio(self.paths[i], self.sample_rate)
+            except (AudioDecodeError, OSError) as err:  # OSError: the file went away or cannot be read
+                raise AudioDecodeError(f"{self.paths[i]}: {err}") from err
+            return fit_length(wave, self.clip_length, self.random_crop).reshape(1, -1), self.names[i], self.targets[i].copy()
+
+        return self.first_decodable(index, len(self.paths), read, self.names.__getitem__)

@@ -16,13 +16,8 @@ Items are ``(waveform float32 [1, clip_length], audio_name str, target float32 [
 Worker safety: the h5py handle is opened on the first ``__getitem__`` in each process (and
 re-opened after a fork), and is never pickled, so the dataset can go to DataLoader workers.
 
-Corrupt clips: a clip that fails to decode is reported with ``warnings.warn`` (name, index,
-HDF5 path), counted, and replaced by the next index (``index + 1``, wrapping), so the result is
-deterministic. The counts live in each process: ``dataset.num_corrupt`` and
-``dataset.corrupt_entries`` in the process that decoded. With DataLoader workers the training
-process does not see the workers' counters; pass ``corrupt_log=PATH`` and every process appends
-one line per failure (``index<TAB>name<TAB>error``) to that file, which
-:func:`read_corrupt_log` reads back. ``strict_decoding=True`` raises instead of skipping.
+Corrupt clips are skipped and counted, or raise with ``strict_decoding=True``
+(:class:`helpers.data.corrupt_clips.SkipsUndecodableClips`).
 """
 
 from __future__ import annotations
@@ -30,23 +25,20 @@ from __future__ import annotations
 import math
 import os
 import re
-import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import h5py
 import numpy as np
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from helpers.data.audio_io import DEFAULT_SAMPLE_RATE, AudioDecodeError, decode_audio, fit_length
+from helpers.data.audio_io import DEFAULT_SAMPLE_RATE, decode_audio, fit_length
+from helpers.data.corrupt_clips import SkipsUndecodableClips
 
 __all__ = [
-    "CorruptClipError",
     "Hdf5AudioDataset",
     "Hdf5FileError",
     "check_hdf5_layout",
-    "read_corrupt_log",
     "read_targets",
     "decode_name",
     "hdf5_class_names",
@@ -57,10 +49,6 @@ __all__ = [
 ]
 
 Decoder = Callable[[bytes, int], np.ndarray]
-
-
-class CorruptClipError(RuntimeError):
-    """Raised for an undecodable clip when ``strict_decoding=True`` (or too many in a row)."""
 
 
 class Hdf5FileError(OSError):
@@ -169,7 +157,7 @@ def read_targets(hf: h5py.File, n_classes: int) -> np.ndarray:
     return target
 
 
-class Hdf5AudioDataset(Dataset):
+class Hdf5AudioDataset(SkipsUndecodableClips, Dataset):
     """Clips of one HDF5 file: ``(waveform [1, clip_length] float32, name, target [n_classes] float32)``.
 
     Args:
@@ -178,7 +166,8 @@ class Hdf5AudioDataset(Dataset):
         random_crop: cut longer clips at a random offset instead of keeping their start.
         sample_rate: decode at this rate (resampling if the stored audio differs).
         n_classes: the number of labels packed into ``target``; checked against the file.
-        strict_decoding: raise :class:`CorruptClipError` on a corrupt clip instead of skipping it.
+        strict_decoding: raise :class:`~helpers.data.corrupt_clips.CorruptClipError` on a corrupt clip
+            instead of skipping it.
         prepare_hint: the command that creates the file, shown when it is missing.
         corrupt_log: optional file that every process appends corrupt clips to.
         decoder: ``f(bytes, sample_rate) -> 1-D float32`` (default :func:`decode_audio`); it must
@@ -204,25 +193,17 @@ class Hdf5AudioDataset(Dataset):
         self.random_crop = random_crop
         self.sample_rate = int(sample_rate)
         self.n_classes = int(n_classes)
-        self.strict_decoding = strict_decoding
-        self.corrupt_log = os.fspath(corrupt_log) if corrupt_log is not None else None
+        self.init_skipping(self.hdf5_path, strict_decoding, corrupt_log, max_skips)
         self.decoder: Decoder = decoder or decode_audio
-        self.max_skips = max_skips
         # Validate now, so a wrong n_classes fails before training starts; do not keep the handle.
         with open_hdf5(self.hdf5_path, prepare_hint) as hf:
             self._length = check_hdf5_layout(hf, self.hdf5_path, self.n_classes)
-        self.corrupt_entries: list[tuple[int, str, str]] = []
         self._hf: h5py.File | None = None
         self._pid: int | None = None
         self._columns: tuple[h5py.Dataset, h5py.Dataset, h5py.Dataset] | None = None
 
     def __len__(self) -> int:
         return self._length
-
-    @property
-    def num_corrupt(self) -> int:
-        """Corrupt clips skipped so far in this process."""
-        return len(self.corrupt_entries)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -271,32 +252,12 @@ class Hdf5AudioDataset(Dataset):
         if not 0 <= index < self._length:
             raise IndexError(f"index {index} out of range for {self._length} clips in {self.hdf5_path}")
         mp3, names, targets = self._open_columns()
-        for attempt in range(self.max_skips + 1):
-            current = (index + attempt) % self._length
-            try:
-                wave = self.decoder(mp3[current].tobytes(), self.sample_rate)
-            except AudioDecodeError as err:
-                self._report_corrupt(current, decode_name(names[current]), err)
-                continue
-            wave = fit_length(wave, self.clip_length, self.random_crop).reshape(1, -1)
-            return wave, decode_name(names[current]), self._unpack_target(targets[current])
-        raise CorruptClipError(
-            f"{self.hdf5_path}: {self.max_skips + 1} corrupt clips in a row from index {index}; "
-            "the file looks damaged, recreate it with the prepare script of its dataset"
-        )
 
-    def _report_corrupt(self, index: int, name: str, err: Exception) -> None:
-        """Warn/count/log the corrupt clip ``index`` named ``name``, or raise in strict mode."""
-        message = f"corrupt audio clip {name!r} (index {index}) in {self.hdf5_path}: {err}"
-        if self.strict_decoding:
-            raise CorruptClipError(message + " (strict_decoding=True; set it to False to skip such clips)") from err
-        warnings.warn(message + "; skipped, using the next clip instead", RuntimeWarning, stacklevel=3)
-        self.corrupt_entries.append((index, name, str(err)))
-        if self.corrupt_log is not None:
-            line = f"{index}\t{name}\t{str(err).replace(chr(9), ' ').replace(chr(10), ' ')}\n"
-            # One small O_APPEND write per line keeps lines from several workers intact.
-            with open(self.corrupt_log, "a", encoding="utf-8") as fh:
-                fh.write(line)
+        def read(i: int) -> tuple[np.ndarray, str, np.ndarray]:
+            wave = fit_length(self.decoder(mp3[i].tobytes(), self.sample_rate), self.clip_length, self.random_crop)
+            return wave.reshape(1, -1), decode_name(names[i]), self._unpack_target(targets[i])
+
+        return self.first_decodable(index, self._length, read, lambda i: decode_name(names[i]))
 
 
 def hdf5_class_names(path: str | os.PathLike) -> list[str] | None:
@@ -306,18 +267,6 @@ def hdf5_class_names(path: str | os.PathLike) -> list[str] | None:
     with h5py.File(path, "r") as hf:
         names = hf.attrs.get("class_names")
     return None if names is None else [decode_name(n) for n in names]
-
-
-def read_corrupt_log(path: str | os.PathLike) -> list[tuple[int, str, str]]:
-    """Read a ``corrupt_log`` file back as ``(index, name, error)`` tuples (empty if it does not exist)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    entries = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        index, name, error = line.split("\t", 2)
-        entries.append((int(index), name, error))
-    return entries
 
 
 def preload_hdf5(hdf5_paths: list[str | os.PathLike], chunk: int = 1024) -> int:
