@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +45,8 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from train_speed import run_child  # noqa: E402
 
 from helpers.training.speed import machine_description, synchronize, time_steps  # noqa: E402
 
@@ -247,14 +247,6 @@ def measure_metrics(device: str, examples: int = 20000, classes: int = N_CLASSES
     return result
 
 
-def run_child(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    if out.returncode:
-        raise RuntimeError(f"benchmark child {args} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     gpu = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -304,7 +296,7 @@ def main() -> None:
         for batch in args.batches:
             for compiled in compile_modes:
                 r = run_child(["loop", model, str(batch), str(steps), str(args.rounds), str(warmup), args.device,
-                               precision, compiled, str(workers)])
+                               precision, compiled, str(workers)], script=__file__)
                 achieved = r["flops_per_step"] / r["loop_s"]
                 overhead = r["loop_s"] - r["bare_s"]
                 cells = [model, str(batch), compiled, f"{r['loop_s'] * 1e3:,.1f}", f"{batch / r['loop_s']:,.1f}",
@@ -316,7 +308,7 @@ def main() -> None:
                 print("| " + " | ".join(cells) + " |", flush=True)
 
     if not args.no_metrics:
-        m = run_child(["metrics", args.device])
+        m = run_child(["metrics", args.device], script=__file__)
         print(f"\nvalidation metrics, 20,000 x 527 (mAP + ROC-AUC): {m['metrics_s']:.3f} s on {args.device}; "
               f"scikit-learn's per-class loop: {m['sklearn_s']:.2f} s on the CPU ({m['sklearn_s'] / m['metrics_s']:.1f}x); "
               f"difference to scikit-learn's mAP and ROC-AUC: {m['max_difference']:.1e}", flush=True)
