@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 from audioset.prepare_scripts.labels import ensure_labels_csv, read_labels  # noqa: E402
 from audioset.prepare_scripts.segments import Segment, find_audio, index_audio_files, read_segments  # noqa: E402
 from helpers.data.audio_io import AudioDecodeError, encode_mp3, load_audio  # noqa: E402
-from helpers.data.hdf5_writer import PrepareResult, write_hdf5  # noqa: E402
+from helpers.data.hdf5_writer import PrepareResult, run_prepare, write_hdf5  # noqa: E402
 
 __all__ = ["PrepareResult", "create_hdf5", "encode_segment", "audio_name", "main"]
 
@@ -182,34 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-size", type=int, default=500, help="segments per resume checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="recreate --out if it exists")
     args = parser.parse_args(argv)
-    try:
-        result = create_hdf5(
-            args.segments,
-            args.audio_dir,
-            args.out,
-            args.labels,
-            sample_rate=args.sample_rate,
-            bit_rate=args.bitrate,
-            cut_segments=args.cut_segments,
-            workers=args.workers,
-            shard_size=args.shard_size,
-            overwrite=args.overwrite,
-        )
-    except KeyboardInterrupt:
-        hint = f"finished clips are kept in {args.out}.partial/ -- rerun the same command to resume"
-        print(f"\ninterrupted; {hint}", file=sys.stderr)
-        return 130
-    except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {result.n_written} clips to {result.out}")
-    if result.failed:
-        print(f"{len(result.failed)} segment(s) failed (missing or unreadable audio), listed in {result.failed_path}")
-        for ytid, reason in result.failed[:5]:
-            print(f"  {ytid}: {reason}")
-        if len(result.failed) > 5:
-            print(f"  ... and {len(result.failed) - 5} more")
-    return 0
+    return run_prepare(lambda: [create_hdf5(args.segments, args.audio_dir, args.out, args.labels,
+                                            sample_rate=args.sample_rate, bit_rate=args.bitrate,
+                                            cut_segments=args.cut_segments, workers=args.workers,
+                                            shard_size=args.shard_size, overwrite=args.overwrite)], what="segment")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script path: make the repository root 
 import numpy as np  # noqa: E402
 
 from helpers.data.download import download, extract  # noqa: E402
-from helpers.data.hdf5_writer import PrepareResult, write_hdf5  # noqa: E402
+from helpers.data.hdf5_writer import PrepareResult, run_prepare, write_hdf5  # noqa: E402
 
 __all__ = ["ZENODO", "ARCHIVES", "unpack_release", "read_vocabulary", "prepare", "main"]
 
@@ -152,21 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-size", type=int, default=500, help="clips per resume checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="recreate existing files")
     args = parser.parse_args(argv)
-    try:
-        results = prepare(args.source, args.out_dir, fetch=args.download, sample_rate=args.sample_rate,
-                          bit_rate=args.bitrate, workers=args.workers, shard_size=args.shard_size,
-                          overwrite=args.overwrite)
-    except KeyboardInterrupt:
-        print("\ninterrupted; finished clips are kept -- rerun the same command to resume", file=sys.stderr)
-        return 130
-    except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for result in results:
-        print(f"wrote {result.n_written} clips to {result.out}")
-        if result.failed:
-            print(f"  {len(result.failed)} clip(s) failed (missing or unreadable audio), listed in {result.failed_path}")
-    return 0
+    return run_prepare(lambda: prepare(args.source, args.out_dir, fetch=args.download, sample_rate=args.sample_rate,
+                                       bit_rate=args.bitrate, workers=args.workers, shard_size=args.shard_size,
+                                       overwrite=args.overwrite))
 
 
 if __name__ == "__main__":

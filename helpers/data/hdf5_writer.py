@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -43,7 +44,8 @@ from tqdm import tqdm
 from helpers.data.atomic import replace_durably
 from helpers.data.audio_io import AudioDecodeError, encode_mp3, load_audio
 
-__all__ = ["ShardBuffer", "PartialRun", "PrepareResult", "assemble", "encode_file", "run_tasks", "write_hdf5"]
+__all__ = ["ShardBuffer", "PartialRun", "PrepareResult", "assemble", "encode_file", "run_prepare", "run_tasks",
+           "write_hdf5"]
 
 _VLEN_BYTES = h5py.vlen_dtype(np.dtype("uint8"))
 _VLEN_STR = h5py.string_dtype("utf-8")
@@ -298,3 +300,26 @@ def write_hdf5(
         path.unlink()
     partial.folder.rmdir()
     return PrepareResult(out, n_written, failed, failed_path if failed else None)
+
+
+def run_prepare(work: Callable[[], Sequence[PrepareResult]], what: str = "clip") -> int:
+    """A prepare script's command line around ``work``: prints what was written and what failed
+    (the first five, then the list's path); returns the exit status (130 when interrupted, the
+    finished work being kept for a rerun; 1 with the message of an expected error)."""
+    try:
+        results = work()
+    except KeyboardInterrupt:
+        print("\ninterrupted; finished clips are kept -- rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for result in results:
+        print(f"wrote {result.n_written} clips to {result.out}")
+        if result.failed:
+            print(f"  {len(result.failed)} {what}(s) failed (missing or unreadable audio), listed in {result.failed_path}")
+            for name, reason in result.failed[:5]:
+                print(f"    {name}: {reason}")
+            if len(result.failed) > 5:
+                print(f"    ... and {len(result.failed) - 5} more")
+    return 0
