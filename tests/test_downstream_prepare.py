@@ -51,14 +51,14 @@ def test_esc50_rerun_converts_only_missing_clips_and_lists_failures(tmp_path):
     written, failed = esc50_prepare.prepare(release, out, progress=False)
     assert written == 10 and failed == []
     (out / "audio_32k" / "3-1000-A-0.wav").unlink()
-    (out / "audio_32k" / "4-1000-A-0.wav.tmp").write_bytes(b"half")  # an interrupted conversion
+    (out / "audio_32k" / "4-1000-A-0.wav.partial").write_bytes(b"half")  # an interrupted conversion
     unpacked = tmp_path / "ESC-50-master" / "ESC-50-master" / "audio"
     (unpacked / "5-1010-A-1.wav").write_bytes(b"not audio")
     (out / "audio_32k" / "5-1010-A-1.wav").unlink()
     written, failed = esc50_prepare.prepare(release, out, progress=False)
     assert written == 1 and [name for name, _ in failed] == ["5-1010-A-1.wav"]
     assert (out / "failed.txt").read_text().startswith("5-1010-A-1.wav\t")
-    assert not list((out / "audio_32k").glob("*.tmp"))
+    assert not list((out / "audio_32k").glob("*.partial"))
 
 
 def test_esc50_offline_download_names_url_and_path(tmp_path, monkeypatch):

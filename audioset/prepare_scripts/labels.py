@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import csv
 import os
-import urllib.error
 from pathlib import Path
+
+from helpers.data.download import download
 
 __all__ = ["LABELS_URL", "labels_cache_path", "read_label_table", "read_labels", "read_display_names",
            "ensure_labels_csv"]
@@ -87,17 +88,7 @@ def ensure_labels_csv(path: str | os.PathLike | None = None) -> Path:
     cached = labels_cache_path()
     if cached.is_file():
         return cached
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    import torch.hub
-
-    try:
-        # Downloads to a temporary file and renames it, so a failed download leaves nothing behind.
-        torch.hub.download_url_to_file(LABELS_URL, os.fspath(cached), progress=True)
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        raise RuntimeError(
-            f"could not download the AudioSet label list from {LABELS_URL} ({err}).\n"
-            f"If this machine is offline, download that file elsewhere and put it at {cached} "
-            "(or pass --labels /path/to/class_labels_indices.csv)."
-        ) from err
+    download(LABELS_URL, cached, "the AudioSet label list",
+             offline_hint=" (or pass --labels /path/to/class_labels_indices.csv)")
     read_labels(cached)  # fail now, not halfway through, if the download is not the label list
     return cached

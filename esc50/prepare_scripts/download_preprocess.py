@@ -9,7 +9,8 @@ Usage (from the repository root)::
   the folder it unpacks to (``ESC-50-master/`` with ``meta/esc50.csv`` and ``audio/*.wav``).
 * Output: ``<out>/meta/esc50.csv`` (copied as is) and ``<out>/audio_32k/<filename>`` (every clip
   resampled to 32 kHz, mono, 16-bit wav): the layout of the original's ``esc50.zip``.
-* Interrupting is safe: every clip is written under a temporary name and renamed when complete;
+* Interrupting is safe: every clip is written under a temporary name, flushed to the disk and
+  renamed when complete (:func:`helpers.data.atomic.atomic_write`);
   a rerun converts only the clips still missing. Clips that fail are listed in
   ``<out>/failed.txt`` and summarised.
 """
@@ -30,6 +31,7 @@ import av  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from esc50.dataset import read_meta  # noqa: E402
+from helpers.data.atomic import PARTIAL_SUFFIX, atomic_write  # noqa: E402
 from helpers.data.audio_io import AudioDecodeError, encode_audio, load_audio  # noqa: E402
 from helpers.data.download import download, extract  # noqa: E402
 
@@ -59,9 +61,8 @@ def convert_clip(task: tuple[str, str, int]) -> tuple[str, str | None]:
         data = encode_audio(load_audio(src, sample_rate), sample_rate, format="wav")
     except (AudioDecodeError, OSError, ValueError, av.error.FFmpegError) as err:
         return dst, f"{src}: {err}"
-    tmp = f"{dst}.tmp"
-    Path(tmp).write_bytes(data)
-    os.replace(tmp, dst)  # a clip on disk is always complete
+    with atomic_write(dst) as fh:  # a clip on disk is always complete, also after a power cut
+        fh.write(data)
     return dst, None
 
 
@@ -73,7 +74,7 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, *, sample_rate: i
     (out / "audio_32k").mkdir(parents=True, exist_ok=True)
     (out / "meta").mkdir(exist_ok=True)
     shutil.copyfile(release / "meta" / "esc50.csv", out / "meta" / "esc50.csv")
-    for stale in (out / "audio_32k").glob("*.tmp"):  # half-written clips of an interrupted run
+    for stale in (out / "audio_32k").glob(f"*{PARTIAL_SUFFIX}"):  # half-written clips of an interrupted run
         stale.unlink()
     tasks = [(os.fspath(release / "audio" / c.filename), os.fspath(out / "audio_32k" / c.filename), sample_rate)
              for c in clips if not (out / "audio_32k" / c.filename).is_file()]

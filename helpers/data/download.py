@@ -25,8 +25,9 @@ from tqdm import tqdm
 __all__ = ["download", "extract", "extract_split_zip", "split_parts"]
 
 
-def download(url: str, path: str | os.PathLike, what: str) -> Path:
-    """``path``, downloading ``url`` there first when it does not exist.
+def download(url: str, path: str | os.PathLike, what: str, offline_hint: str = "") -> Path:
+    """``path``, downloading ``url`` there first when it does not exist (``offline_hint`` ends the
+    error's advice, e.g. another option).
 
     Raises:
         RuntimeError: the download failed (e.g. offline); names the URL and ``path``.
@@ -43,7 +44,7 @@ def download(url: str, path: str | os.PathLike, what: str) -> Path:
     except (urllib.error.URLError, OSError, ValueError) as err:
         raise RuntimeError(
             f"could not download {what} from {url} ({err}).\n"
-            f"Without network access, download that file elsewhere and put it at {path.resolve()}."
+            f"Without network access, download that file elsewhere and put it at {path.resolve()}{offline_hint}."
         ) from err
     return path
 
