@@ -27,9 +27,12 @@ from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTens
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, Dataset
 
+from helpers.data.resumable import ResumePoint
 from helpers.training.metrics import average_precision_per_class, roc_auc_per_class
 from helpers.training.module import AudioModule
+from helpers.training.nonfinite import NonFiniteGuard
 from helpers.training.optim import make_optimizer
+from helpers.training.resume import StepSeeds, TrainingPosition
 from helpers.training.tasks import MultiLabelTask
 from models.passt import get_model
 from models.preprocess import AugmentMelSTFT
@@ -182,11 +185,11 @@ class Clips(Dataset):
         return self.items[i]
 
 
-def fit_watched(module: AudioModule, tmp_path) -> WatchMiddleSteps:
+def fit_watched(module: AudioModule, tmp_path, callbacks: tuple[pl.Callback, ...] = ()) -> WatchMiddleSteps:
     watch = WatchMiddleSteps()
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=5, limit_val_batches=4, accelerator="cpu",
                          enable_progress_bar=True, enable_checkpointing=False, log_every_n_steps=50,
-                         num_sanity_val_steps=0, callbacks=[watch], default_root_dir=tmp_path,
+                         num_sanity_val_steps=0, callbacks=[*callbacks, watch], default_root_dir=tmp_path,
                          logger=pl.loggers.CSVLogger(tmp_path), enable_model_summary=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # few workers, few steps
@@ -198,6 +201,15 @@ def fit_watched(module: AudioModule, tmp_path) -> WatchMiddleSteps:
 def test_lightning_training_and_validation_steps_read_nothing_back(tmp_path):
     torch.manual_seed(0)
     watch = fit_watched(tiny_module(), tmp_path)
+    assert watch.mode.reads == []
+
+
+def test_the_fault_tolerance_callbacks_read_nothing_back_between_their_checks(tmp_path):
+    # what every training run adds (helpers.experiment.run.fault_tolerance_callbacks): the position
+    # in the epoch, per-step seeds, and the NaN/inf guard, which reads its flag every 50 steps here
+    torch.manual_seed(0)
+    callbacks = (TrainingPosition(ResumePoint()), StepSeeds(0), NonFiniteGuard(None, check_every=50))
+    watch = fit_watched(tiny_module(), tmp_path, callbacks)
     assert watch.mode.reads == []
 
 
