@@ -14,8 +14,14 @@ a few keys of the config tree (described by ``print_config``).
 # ruff: noqa: F841
 from __future__ import annotations
 
-from sacred import Experiment
-from sacred.config.config_dict import ConfigDict
+import warnings
+
+# every experiment script and inference.py import this module first: sacred 0.8.7 imports
+# pkg_resources, which the setuptools it needs (<82) declares deprecated at every start
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    from sacred import Experiment
+    from sacred.config.config_dict import ConfigDict
 
 from models.passt import ARCHS, ArchConfig
 

@@ -19,20 +19,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 from tqdm import tqdm
 
 from audioset.prepare_scripts.labels import ensure_labels_csv, read_display_names
+from config_updates import ENSEMBLES, SHORT_NAMES
 from helpers.inference import hear, outputs
 from helpers.inference.model import InferenceModel, load_checkpoint, load_ensemble, load_released
 from helpers.inference.tagging import ACTIVATIONS, find_audio_files, tag_files
 from models.checkpoints import CheckpointError
-
-with warnings.catch_warnings():  # config_updates imports sacred, which warns about pkg_resources: noise here
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-    from config_updates import ENSEMBLES, SHORT_NAMES
 
 DEFAULT_MODEL = "passt_s_kd_p16_128_ap486"  # the best single released AudioSet model (mAP .486)
 AUDIOSET_CLASSES = 527
@@ -117,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     files = find_audio_files(args.inputs)
     if not files:
         raise FileNotFoundError(f"no audio files found in {' '.join(args.inputs)}")
+    if not any(f.exists() for f in files):  # say so before loading (maybe downloading) a model
+        raise FileNotFoundError(f"no such file: {', '.join(map(str, files))}")
     model = load_model(args.model, args.swa, args.arch).place(args.device, args.precision)
     names = class_names_for(model, args.labels)
     sr = model.sample_rate

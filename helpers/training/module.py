@@ -19,6 +19,7 @@ host per step (``tests/test_no_host_sync.py``).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -169,6 +170,12 @@ class AudioModule(pl.LightningModule):
                                  caption=[f"batch {batch_idx}: {name}"])
 
     # -------------------------------------------------------------------------------- validation
+    def setup(self, stage: str) -> None:
+        # Under DDP Lightning advises sync_dist=True for every epoch-level value; the evaluation
+        # metrics are computed on the gathered set and already equal on every rank
+        for name in self.eval_sets:
+            warnings.filterwarnings("ignore", message=rf"It is recommended to use `self.log\('(swa_)?{name}_")
+
     def on_validation_epoch_start(self) -> None:
         # chosen once per epoch: reading swa_n_averaged on every batch would sync the accelerator
         self._val_nets = self.evaluated_nets()
