@@ -218,8 +218,22 @@ def test_sigterm_stops_at_the_end_of_the_batch_as_a_failure(mini_audioset, tmp_p
         return real_loss(self, *args, **kwargs)
 
     monkeypatch.setattr(MultiLabelTask, "loss", loss)
-    with pytest.raises(RuntimeError, match="stopped by SIGTERM.*ckpt_path="):  # not Lightning's exit status 0
-        train_in_process(mini_audioset, tmp_path)
+    with pytest.raises(RuntimeError, match="stopped by SIGTERM.*no checkpoint was written yet"):  # not exit 0
+        train_in_process(mini_audioset, tmp_path / "first")
+    calls = []
+
+    def loss_after_a_checkpoint(self, *args, **kwargs):  # SIGTERM in step 4, after the step-2 checkpoint
+        if torch.is_grad_enabled():
+            calls.append(1)
+            if len(calls) == 4:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real_loss(self, *args, **kwargs)
+
+    monkeypatch.setattr(MultiLabelTask, "loss", loss_after_a_checkpoint)
+    with pytest.raises(RuntimeError, match="stopped by SIGTERM") as err:
+        train_in_process(mini_audioset, tmp_path / "second")
+    resume_from = Path(str(err.value).split("ckpt_path=")[1])  # the real path, to paste
+    assert resume_from.is_file() and resume_from.name == "last.ckpt"
 
 
 class _ToyModule(pl.LightningModule):

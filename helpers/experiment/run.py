@@ -82,8 +82,10 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         failed = False
     except SIGTERMException as err:  # Lightning's exits with status 0, as if training had finished
-        raise RuntimeError("Training stopped by SIGTERM at the end of a batch; resume from the last checkpoint "
-                           "with ckpt_path=<run folder>/checkpoints/last.ckpt") from err
+        last = os.path.join(checkpointing[0].dirpath, "last.ckpt")
+        how = (f"resume with the same command and ckpt_path={last}" if os.path.isfile(last)
+               else "no checkpoint was written yet: run the same command again")
+        raise RuntimeError(f"Training stopped by SIGTERM at the end of a batch; {how}") from err
     except Exception as err:
         if lost := lost_ranks(trainer):  # the cause, when a collective failed because a rank died
             raise RuntimeError(f"{lost}; this rank stopped with {type(err).__name__}: {err}") from err
