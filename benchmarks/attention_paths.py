@@ -25,9 +25,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from train_speed import machine  # noqa: E402
 
-from helpers.training.speed import time_steps  # noqa: E402
+from helpers.training.speed import machine_description, time_steps  # noqa: E402
 from models.passt import ATTENTION_TABLE_PATH, PaSSTAttention  # noqa: E402
 
 TOKENS = (14, 50, 110, 250, 500, 750, 1000, 1190, 1500, 2390)
@@ -112,10 +111,10 @@ def main() -> None:
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     if args.breakdown:
-        print(f"Machine: {machine(args.device)}")
+        print(f"Machine: {machine_description(args.device)}")
         breakdown(args.breakdown, dtype, args.device, args.batch)
         return
-    where = machine(args.device)
+    where = machine_description(args.device)
     print(f"Machine: {where}; {args.dtype}, batch {args.batch}, best of {args.reps}\n")
     print("| tokens | inference fused ms | inference explicit ms | training fused ms | training explicit ms |")
     print("|---:|---:|---:|---:|---:|")

@@ -32,9 +32,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from train_speed import machine, run_child  # noqa: E402
+from train_speed import available_impls, run_child  # noqa: E402
 
-from helpers.training.speed import time_steps  # noqa: E402
+from helpers.training.speed import machine_description, time_steps  # noqa: E402
 from models.hardware import fastest_autocast_dtype  # noqa: E402
 
 SETTINGS = {"stride 10": 10, "stride 16": 16}
@@ -121,15 +121,8 @@ def main() -> None:
     gpu = args.device == "cuda"
     batch, steps = args.batch or (64 if gpu else 4), args.steps or (20 if gpu else 3)
     precisions = ["fp32"] + (["bf16"] if fastest_autocast_dtype(args.device) == torch.bfloat16 else [])
-    impls = args.impls
-    if impls is None:
-        try:
-            import hear21passt  # noqa: F401
-
-            impls = ["ours", "original"]
-        except ImportError:
-            impls = ["ours"]
-    print(f"Machine: {machine(args.device)}; {SECONDS} s clips, batch {batch}, best of {steps} turns after "
+    impls = args.impls or available_impls()
+    print(f"Machine: {machine_description(args.device)}; {SECONDS} s clips, batch {batch}, best of {steps} turns after "
           f"{args.warmup} warm-up passes; precisions: {', '.join(precisions)} (bf16 only where native)\n", flush=True)
     header = "| setting | precision | matmul peak GFLOP/s | " + " | ".join(f"{i} clips/s | {i} MFU" for i in impls)
     header += " | speed-up |" if len(impls) == 2 else " |"

@@ -119,6 +119,15 @@ def measure_matmul_peak(precision: str, device: str, n: int = 4096, reps: int = 
     return best
 
 
+def available_impls() -> list[str]:
+    """This project, and the original when ``hear21passt`` is importable (a scratch install)."""
+    try:
+        import hear21passt  # noqa: F401
+    except ImportError:
+        return ["ours"]
+    return ["ours", "original"]
+
+
 def run_child(args: list[str], script: str = __file__) -> dict:
     """Run ``script --child args`` in a fresh process; its last output line is the JSON result."""
     out = subprocess.run([sys.executable, script, "--child", *args], capture_output=True, text=True,
@@ -156,14 +165,7 @@ def main() -> None:
     gpu = args.device == "cuda"
     batch = args.batch or (64 if gpu else 4)
     steps = args.steps or (20 if gpu else 3)
-    impls = args.impls
-    if impls is None:
-        try:
-            import hear21passt  # noqa: F401
-
-            impls = ["ours", "original"]
-        except ImportError:
-            impls = ["ours"]
+    impls = args.impls or available_impls()
     optimizers = "AdamW foreach for both" if args.same_optimizer else "AdamW fused here, foreach in the original"
     print(f"Machine: {machine_description(args.device)}; batch {batch}, {steps} timed steps after {args.warmup} warm-up; "
           f"{optimizers}\n", flush=True)

@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 from audioset.prepare_scripts.labels import ensure_labels_csv, read_labels  # noqa: E402
 from audioset.prepare_scripts.segments import Segment, find_audio, index_audio_files, read_segments  # noqa: E402
 from helpers.data.audio_io import AudioDecodeError, encode_mp3, load_audio  # noqa: E402
-from helpers.data.hdf5_writer import PrepareResult, run_prepare, write_hdf5  # noqa: E402
+from helpers.data.hdf5_writer import PrepareResult, add_encoding_arguments, run_prepare, write_hdf5  # noqa: E402
 
 __all__ = ["PrepareResult", "create_hdf5", "encode_segment", "audio_name", "main"]
 
@@ -175,11 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audio-dir", required=True, help="folder of downloaded audio named <ytid>.* or Y<ytid>.*")
     parser.add_argument("--out", required=True, help="HDF5 file to create, e.g. audioset_hdf5s/mp3/balanced_train_segments_mp3.hdf")
     parser.add_argument("--labels", default=None, help="class_labels_indices.csv (default: download into the torch hub cache)")
-    parser.add_argument("--sample-rate", type=int, default=32000)
-    parser.add_argument("--bitrate", type=int, default=None, help="mp3 bit rate in bit/s (default: FFmpeg's)")
+    add_encoding_arguments(parser, unit="segments")
     parser.add_argument("--cut-segments", action="store_true", help="cut [start, end] from files holding whole videos")
-    parser.add_argument("--workers", type=int, default=1, help="encoding processes")
-    parser.add_argument("--shard-size", type=int, default=500, help="segments per resume checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="recreate --out if it exists")
     args = parser.parse_args(argv)
     return run_prepare(lambda: [create_hdf5(args.segments, args.audio_dir, args.out, args.labels,

@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script path: make the repository root 
 import numpy as np  # noqa: E402
 
 from helpers.data.download import download, extract  # noqa: E402
-from helpers.data.hdf5_writer import PrepareResult, run_prepare, write_hdf5  # noqa: E402
+from helpers.data.hdf5_writer import PrepareResult, add_encoding_arguments, run_prepare, write_hdf5  # noqa: E402
 
 __all__ = ["ZENODO", "ARCHIVES", "unpack_release", "read_vocabulary", "prepare", "main"]
 
@@ -146,10 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", help="folder with the Zenodo zips or their unpacked folders")
     parser.add_argument("--download", action="store_true", help="download missing zips from Zenodo (~30 GB)")
     parser.add_argument("--out-dir", default="audioset_hdf5s/mp3/", help="where the HDF5 files go")
-    parser.add_argument("--sample-rate", type=int, default=32000)
-    parser.add_argument("--bitrate", type=int, default=None, help="mp3 bit rate in bit/s (default: FFmpeg's)")
-    parser.add_argument("--workers", type=int, default=1, help="encoding processes")
-    parser.add_argument("--shard-size", type=int, default=500, help="clips per resume checkpoint")
+    add_encoding_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="recreate existing files")
     args = parser.parse_args(argv)
     return run_prepare(lambda: prepare(args.source, args.out_dir, fetch=args.download, sample_rate=args.sample_rate,

@@ -27,6 +27,7 @@ root attributes.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -44,7 +45,7 @@ from tqdm import tqdm
 from helpers.data.atomic import replace_durably
 from helpers.data.audio_io import AudioDecodeError, encode_mp3, load_audio
 
-__all__ = ["ShardBuffer", "PartialRun", "PrepareResult", "assemble", "encode_file", "run_prepare", "run_tasks",
+__all__ = ["ShardBuffer", "PartialRun", "PrepareResult", "assemble", "encode_file", "add_encoding_arguments", "run_prepare", "run_tasks",
            "write_hdf5"]
 
 _VLEN_BYTES = h5py.vlen_dtype(np.dtype("uint8"))
@@ -300,6 +301,15 @@ def write_hdf5(
         path.unlink()
     partial.folder.rmdir()
     return PrepareResult(out, n_written, failed, failed_path if failed else None)
+
+
+def add_encoding_arguments(parser: argparse.ArgumentParser, unit: str = "clips") -> None:
+    """The options of every prepare script on this writer: ``--sample-rate``, ``--bitrate``,
+    ``--workers`` and ``--shard-size`` (``unit`` per resume checkpoint)."""
+    parser.add_argument("--sample-rate", type=int, default=32000)
+    parser.add_argument("--bitrate", type=int, default=None, help="mp3 bit rate in bit/s (default: FFmpeg's)")
+    parser.add_argument("--workers", type=int, default=1, help="encoding processes")
+    parser.add_argument("--shard-size", type=int, default=500, help=f"{unit} per resume checkpoint")
 
 
 def run_prepare(work: Callable[[], Sequence[PrepareResult]], what: str = "clip") -> int:

@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # run as a script path: make the repository root 
 import numpy as np  # noqa: E402
 
 from helpers.data.download import download, extract  # noqa: E402
-from helpers.data.hdf5_writer import PrepareResult, run_prepare, write_hdf5  # noqa: E402
+from helpers.data.hdf5_writer import PrepareResult, add_encoding_arguments, run_prepare, write_hdf5  # noqa: E402
 
 __all__ = ["OPENMIC_URL", "SPLITS", "prepare", "main"]
 
@@ -119,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", default="openmic-2018-v1.0.0.tgz",
                         help=f"the archive (downloaded from {OPENMIC_URL} if missing) or its unpacked folder")
     parser.add_argument("--out-dir", default="audioset_hdf5s/mp3/", help="where the HDF5 files go")
-    parser.add_argument("--sample-rate", type=int, default=32000)
-    parser.add_argument("--bitrate", type=int, default=None, help="mp3 bit rate in bit/s (default: FFmpeg's)")
-    parser.add_argument("--workers", type=int, default=1, help="encoding processes")
-    parser.add_argument("--shard-size", type=int, default=500, help="clips per resume checkpoint")
+    add_encoding_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="recreate existing files")
     args = parser.parse_args(argv)
     return run_prepare(lambda: prepare(args.source, args.out_dir, sample_rate=args.sample_rate, bit_rate=args.bitrate,
