@@ -41,13 +41,18 @@ SETTINGS = {"stride 10": 10, "stride 16": 16}
 SR, SECONDS = 32000, 10
 
 
-def build(impl: str, stride: int) -> torch.nn.Module:
-    """Waveforms -> logits: this project's InferenceModel or the original wrapper, same random weights."""
-    from compare_original import original_network
-
-    from models.passt import ARCHS
+def build(impl: str, stride: int, original_importable: bool) -> torch.nn.Module:
+    """Waveforms -> logits: this project's InferenceModel or the original wrapper, with the same
+    random weights when both are measured (the original's, copied into ours)."""
+    from helpers.inference.model import InferenceModel
+    from models.passt import ARCHS, get_model, load_state_dict_into
+    from models.preprocess import AugmentMelSTFT
 
     torch.manual_seed(0)
+    if not original_importable:  # ours alone: its own random weights
+        return InferenceModel(get_model(pretrained=False, fstride=stride, tstride=stride), AugmentMelSTFT()).eval()
+    from compare_original import original_network
+
     ref = original_network(dataclasses.replace(ARCHS["passt_s_swa_p16_128_ap476"], fstride=stride,
                                                tstride=stride)).eval()
     if impl == "original":
@@ -56,10 +61,6 @@ def build(impl: str, stride: int) -> torch.nn.Module:
 
         mel = OriginalMel(hopsize=320, fmin_aug_range=10, fmax_aug_range=2000)
         return PasstBasicWrapper(mel=mel, net=ref, mode="logits").eval()
-    from helpers.inference.model import InferenceModel
-    from models.passt import get_model, load_state_dict_into
-    from models.preprocess import AugmentMelSTFT
-
     net = get_model(pretrained=False, fstride=stride, tstride=stride)
     load_state_dict_into(net, ref.state_dict(), trained_stride=(stride, stride))
     return InferenceModel(net, AugmentMelSTFT()).eval()
@@ -74,7 +75,7 @@ def measure(impls: list[str], setting: str, precision: str, device: str, batch: 
     wave = torch.randn(batch, SR * SECONDS, device=device) * 0.1
     steps_of = {}
     for impl in impls:
-        model = build(impl, stride).to(device)
+        model = build(impl, stride, "original" in available_impls()).to(device)
         if impl == "ours":
             model.autocast_dtype = dtype if precision == "bf16" else None
         autocast = torch.autocast(device, dtype=dtype, enabled=precision == "bf16" and impl == "original")
