@@ -16,7 +16,6 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-import av
 import numpy as np
 
 from audioset.synthetic import synthetic_clip, write_audio_file
@@ -34,20 +33,6 @@ def tones(classes: list[int], seconds: float, sample_rate: int, rng) -> np.ndarr
 def _wav_bytes(labels: list[int], seconds: float, sample_rate: int, rng) -> bytes:
     """A 16-bit mono wav of the class tones of ``labels``."""
     return encode_audio(tones(labels, seconds, sample_rate, rng), sample_rate, format="wav")
-
-
-def ogg_bytes(wave: np.ndarray, sample_rate: int = 48000) -> bytes:
-    """An Ogg/Opus file of a mono waveform (OpenMIC distributes .ogg)."""
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="ogg") as container:
-        stream = container.add_stream("libopus", rate=sample_rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray(wave.reshape(1, -1).astype(np.float32), format="flt", layout="mono")
-        frame.sample_rate = sample_rate
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buf.getvalue()
 
 
 # ------------------------------------------------------------------------------------------ ESC-50
@@ -105,7 +90,7 @@ def openmic_release(root: Path, per_split: dict[str, int] | None = None, seconds
             y_mask.append(mask)
             partitions[split].append(key)
             wave = tones([k], seconds, 48000, rng)
-            members[f"openmic-2018/audio/{key[:3]}/{key}.ogg"] = ogg_bytes(wave)
+            members[f"openmic-2018/audio/{key[:3]}/{key}.ogg"] = encode_audio(wave, 48000, format="ogg")  # OpenMIC distributes Ogg/Opus
     npz = io.BytesIO()
     np.savez(npz, X=np.zeros((len(keys), 10, 128), dtype=np.uint8), Y_true=np.stack(y_true), Y_mask=np.stack(y_mask),
              sample_key=np.array(keys))

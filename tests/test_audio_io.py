@@ -112,7 +112,14 @@ def test_encode_audio_flac_is_lossless_at_16_bit():
     assert decoded.shape == wave.shape
     np.testing.assert_allclose(decoded, wave, atol=2 / 32767)
     with pytest.raises(ValueError, match="unsupported format"):
-        encode_audio(wave, 16000, format="ogg")
+        encode_audio(wave, 16000, format="m4a")
+
+
+def test_encode_audio_ogg_opus_decodes_to_the_same_length():
+    wave = tone(700.0, 0.5, 48000)
+    decoded = decode_audio(encode_audio(wave, 48000, format="ogg"), 48000)
+    assert abs(len(decoded) - len(wave)) < 0.02 * 48000  # Opus pads its pre-skip and last frame
+    assert np.corrcoef(decoded[2000:20000], wave[2000:20000])[0, 1] > 0.9
 
 
 def test_pad_or_truncate():

@@ -175,22 +175,23 @@ def fit_length(wave: np.ndarray, length: int | None, random_crop: bool = False) 
 
 
 # Container format -> (encoder, sample format fed to it).
-_ENCODERS = {"mp3": ("libmp3lame", "fltp"), "flac": ("flac", "s16"), "wav": ("pcm_s16le", "s16")}
+_ENCODERS = {"mp3": ("libmp3lame", "fltp"), "flac": ("flac", "s16"), "wav": ("pcm_s16le", "s16"),
+             "ogg": ("libopus", "flt")}
 
 
 def encode_audio(
     wave: np.ndarray,
     sample_rate: int = DEFAULT_SAMPLE_RATE,
-    format: Literal["mp3", "flac", "wav"] = "mp3",
+    format: Literal["mp3", "flac", "wav", "ogg"] = "mp3",
     bit_rate: int | None = None,
 ) -> bytes:
-    """Encode a mono waveform as a complete mp3 (libmp3lame), flac or wav (16 bit) file, through PyAV.
+    """Encode a mono waveform as a complete mp3 (libmp3lame), flac, wav (16 bit) or Ogg/Opus file, through PyAV.
 
     Args:
         wave: 1-D float waveform (values in [-1, 1]); a [1, n] array is accepted too.
         sample_rate: the sample rate of ``wave`` and of the file (mp3 supports 8k-48k rates).
-        format: ``"mp3"``, ``"flac"`` or ``"wav"``; flac and wav store ``wave`` clipped to [-1, 1]
-            as 16-bit samples.
+        format: ``"mp3"``, ``"flac"``, ``"wav"`` or ``"ogg"`` (Opus: 8, 12, 16, 24 or 48 kHz only);
+            flac and wav store ``wave`` clipped to [-1, 1] as 16-bit samples.
         bit_rate: bits per second; None keeps FFmpeg's default for the encoder.
 
     Returns:
