@@ -15,8 +15,11 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
+# The whole suite with this machine's CPU precision decision, then the tests whose outcome depends on
+# that decision (marked `precision`) with the other one (PASST_CPU_PRECISION), so every machine runs both.
 test: $(STAMP)
 	$(PY) -m pytest
+	$(PY) -m pytest -m precision --cpu-precision=other
 
 demo: $(STAMP)
 	$(PY) demo.py

@@ -11,7 +11,7 @@ speed ratio is printed:
     PYTHONPATH=/tmp/hear21 .venv/bin/python benchmarks/inference_speed.py
 
 Precisions: fp32, and bf16 autocast only where the hardware runs it natively (a GPU, or a CPU
-with AVX512-BF16/AMX: :func:`models.hardware.fastest_autocast_dtype`); emulated bf16 says nothing.
+with AVX512-BF16/AMX: :func:`models.precision.fastest_autocast_dtype`); emulated bf16 says nothing.
 MFU = forward matmul FLOPs per clip x clips/s over the peak matmul FLOP/s of the same machine and
 precision (a 4096 x 4096 matmul, timed in the same turns).
 """
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from train_speed import available_impls, run_child  # noqa: E402
 
 from helpers.training.speed import machine_description, time_steps  # noqa: E402
-from models.hardware import fastest_autocast_dtype  # noqa: E402
+from models.precision import fastest_autocast_dtype  # noqa: E402
 
 SETTINGS = {"stride 10": 10, "stride 16": 16}
 SR, SECONDS = 32000, 10

@@ -366,6 +366,13 @@ class PaSST(nn.Module):
         """Return ``(logits, embedding)``; with a distillation token both read the mean of the two tokens."""
         tokens = self.forward_features(x)
         embedding = tokens.mean(dim=1) if self.num_tokens == 2 else tokens[:, 0]
+        kind = embedding.device.type
+        if not self.training and torch.is_autocast_enabled(kind):
+            # Evaluation scores keep fp32 resolution under mixed precision: bf16 logits are rounded to
+            # 8 bits of mantissa (steps of 0.03 at a logit of -6), which ties clips in the ranking
+            # metrics (mAP). The head is one small matmul; training keeps the original's autocast head.
+            with torch.autocast(kind, enabled=False):
+                return self.head(embedding.float()), embedding
         return self.head(embedding), embedding
 
 

@@ -7,6 +7,11 @@
 * ``write_audio``: a helper writing a waveform as .wav/.mp3/.flac.
 * ``mini_esc50``, ``mini_openmic``, ``mini_fsd50k`` (session): mini releases made into each
   dataset's layout by its real prepare script (see ``tests/downstream_data.py``).
+
+``--cpu-precision=fp32|bf16|other`` forces the CPU precision decision for the whole session
+(``PASST_CPU_PRECISION``, inherited by the subprocesses of CLI tests); ``other`` is the branch this
+machine would not take by itself. ``make test`` reruns the tests marked ``precision`` (their
+outcome depends on that decision) with ``other``, so each machine runs both branches.
 """
 
 from __future__ import annotations
@@ -18,6 +23,25 @@ import torch
 from downstream_data import prepared_esc50, prepared_fsd50k, prepared_openmic
 
 from audioset.synthetic import build_mini_audioset, write_audio_file
+from models.precision import CPU_PRECISION_ENV, cpu_has_fast_bf16
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--cpu-precision", choices=["fp32", "bf16", "other"],
+                     help="force the CPU precision decision (PASST_CPU_PRECISION) for this session")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    forced = config.getoption("--cpu-precision")
+    if forced == "other":
+        forced = "fp32" if cpu_has_fast_bf16() else "bf16"
+    if forced:
+        os.environ[CPU_PRECISION_ENV] = forced
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"CPU precision decision: {'bf16' if cpu_has_fast_bf16() else 'fp32'} " \
+           f"({CPU_PRECISION_ENV}={os.environ.get(CPU_PRECISION_ENV, 'auto')})"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.precision  # must learn in fp32 and in bf16
 def test_demo_learns_the_synthetic_classes(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "demo.py"), "--out", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from experiment_cli import copy_hdf5, data_args, data_config, ok, run_cli, sacred_run
 
-from models.hardware import cpu_has_fast_bf16
+from models.precision import cpu_has_fast_bf16
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,7 @@ def trained(mini_audioset, tmp_path_factory):
     return {"tmp": tmp, "proc": proc, "run": sacred_run(tmp / "sacred")}
 
 
+@pytest.mark.precision
 def test_training_leaves_sacred_run_checkpoints_and_offline_wandb_run(trained):
     run = trained["run"]
     assert run["status"] == "COMPLETED"
@@ -59,6 +60,7 @@ def test_training_leaves_sacred_run_checkpoints_and_offline_wandb_run(trained):
     assert list((wandb_dir / "media" / "images").glob("train_spectrograms_*.png"))
 
 
+@pytest.mark.precision
 def test_evaluate_only_on_an_ensemble_of_local_checkpoints_with_a_corrupt_clip(trained, mini_audioset):
     info = trained["run"]["info"]
     eval_file = copy_hdf5(mini_audioset["eval_hdf5"], trained["tmp"] / "eval_corrupt.hdf", rows=8, corrupt_row=3)
@@ -80,6 +82,7 @@ def test_evaluate_only_on_an_ensemble_of_local_checkpoints_with_a_corrupt_clip(t
     assert "evl00000003" in run["info"]["corrupt_clip_examples"][0]
 
 
+@pytest.mark.precision
 def test_resume_continues_from_the_checkpoint(mini_audioset, tmp_path):
     # a run of its own: resuming writes into the run folder of the checkpoint
     first = tmp_path / "sacred_first"

@@ -13,15 +13,7 @@ import torch
 from config_updates import ENSEMBLES, SHORT_NAMES
 from ex_audioset import ex
 from helpers.experiment.loggers import default_wandb_mode
-from helpers.experiment.trainer import (
-    build_trainer,
-    ddp_strategy,
-    default_precision,
-    fast_fp32_matmuls,
-    resolve_precision,
-    translate_legacy_keys,
-)
-from models import hardware
+from helpers.experiment.trainer import build_trainer, ddp_strategy, fast_fp32_matmuls, translate_legacy_keys
 from models.passt import ARCHS, get_model
 from models.preprocess import AugmentMelSTFT
 
@@ -143,21 +135,6 @@ def test_library_arguments_beyond_the_defaults_are_accepted():
     config = config_of(trainer={"gradient_clip_algorithm": "norm"}, wandb={"job_type": "x"},
                        datasets={"training": {"prefetch_factor": 4}}, checkpointing={"every_n_epochs": 2})
     assert config["trainer"]["gradient_clip_algorithm"] == "norm"
-
-
-@pytest.mark.parametrize("native_bf16", [True, False])
-def test_half_precision_on_a_cpu_only_where_it_is_native(monkeypatch, caplog, native_bf16):
-    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: native_bf16)
-    half = "bf16-mixed" if native_bf16 else "32-true"
-    caplog.set_level("WARNING")
-    for asked in (16, "16", "16-mixed", "bf16-mixed"):
-        assert resolve_precision(asked, "cpu") == half, asked
-    assert resolve_precision("32-true", "cpu") == "32-true"
-    assert resolve_precision("16-mixed", "gpu") == "16-mixed"  # GPUs have fp16
-    assert ("no native bfloat16" in caplog.text) is not native_bf16  # the fallback says why
-    assert default_precision() == half  # the default follows the same decision
-    trainer = build_trainer({"max_epochs": 1, "accelerator": "cpu", "precision": 16})
-    assert trainer.precision == half
 
 
 def test_lightning_1_trainer_keys_are_translated_with_one_warning_each(caplog):

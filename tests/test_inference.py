@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import inference as cli
 from helpers.data.audio_io import load_audio
 from helpers.inference import hear
-from helpers.inference.model import InferenceModel, load_checkpoint, load_released, resolve_precision
+from helpers.inference.model import InferenceModel, load_checkpoint, load_released
 from helpers.inference.tagging import tag_files, tag_waveform, window_starts
 from models.checkpoints import CheckpointError, cache_path
 from models.passt import ARCHS, ArchConfig, get_model
@@ -214,28 +214,6 @@ def test_checkpoint_without_record_needs_an_arch(tiny_release, tmp_path):
     assert model.n_classes == 5
 
 
-# ----------------------------------------------------------------------------------- precision
-@pytest.mark.parametrize("native", [True, False])
-def test_precision_follows_the_hardware(monkeypatch, native):
-    import models.hardware as hardware
-    from helpers.experiment.trainer import default_precision
-
-    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: native)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_precision("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
-    assert default_precision() == ("bf16-mixed" if native else "32-true")
-    assert resolve_precision("fp32", torch.device("cpu")) is None
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: native)
-    assert resolve_precision("auto", torch.device("cuda")) == (torch.bfloat16 if native else torch.float16)
-    assert default_precision() == ("bf16-mixed" if native else "16-mixed")
-
-
-def test_fp16_on_the_cpu_is_refused():
-    with pytest.raises(ValueError, match="fp16"):
-        resolve_precision("fp16", torch.device("cpu"))
-
-
 # ------------------------------------------------------------------------------------ HEAR API
 def test_hear_shapes_timestamps_and_sizes(tiny_release):
     model = hear.load_model(arch="tiny_release", device="cpu")
@@ -328,7 +306,7 @@ def test_cli_tags_files_writes_outputs_and_fails_on_bad_files(offline_home, tmp_
     proc = subprocess.run(
         [sys.executable, str(ROOT / "inference.py"), str(folder), "--model", str(ckpt), "--hop", "1",
          "--top-k", "2", "--csv", f"{out}.csv", "--json", f"{out}.json", "--plot", f"{out}.png",
-         "--embeddings", f"{out}.npy", "--device", "cpu", "--workers", "1"],
+         "--embeddings", f"{out}.npy", "--device", "cpu", "--precision", "fp32", "--workers", "1"],
         capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 1, proc.stderr  # one file failed
     assert "broken.wav" in proc.stderr and "1 of 3 file(s) failed" in proc.stderr

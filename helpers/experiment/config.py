@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from helpers.data.loaders import OWN_LOADER_KEYS, default_num_workers
 from helpers.experiment.ddp import cores_per_process, ddp_processes_from_env
 from helpers.experiment.loggers import default_wandb_mode
-from helpers.experiment.trainer import LEGACY_TRAINER_KEYS, default_precision, translate_legacy_keys
+from helpers.experiment.trainer import LEGACY_TRAINER_KEYS, translate_legacy_keys
 from models.passt import get_model
 from models.preprocess import AugmentMelSTFT
 
@@ -124,8 +124,10 @@ def shared_config(experiment: str = "audioset") -> DescribedConfig:
     c.add("trainer.devices", ddp or 1, "processes on this machine (DDP=N in the environment sets N)")
     c.add("trainer.strategy", "ddp" if ddp > 1 else "auto", "ddp for several processes")
     c.add("trainer.num_nodes", 1, "machines")
-    c.add("trainer.precision", default_precision(),
-          "mixed precision where the hardware has it; 16 becomes bf16-mixed on CPUs")
+    c.add("trainer.precision", "auto",
+          "auto: training in the fastest mixed precision the hardware runs natively, evaluate_only in fp32; "
+          "16 becomes bf16-mixed on CPUs with native bf16, else 32-true (models/precision.py; "
+          "PASST_CPU_PRECISION=fp32|bf16 forces the CPU's side)")
     c.add("trainer.num_sanity_val_steps", 0)
     c.add("trainer.limit_train_batches", None, "None: all; a number: that many batches per epoch")
     c.add("trainer.limit_val_batches", None, "None: all; a number: that many batches per validation")

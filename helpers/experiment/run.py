@@ -32,10 +32,9 @@ from helpers.experiment.ddp import (
 from helpers.experiment.loggers import SacredLogger, finish_wandb, make_wandb_logger
 from helpers.experiment.spec import ExperimentSpec
 from helpers.experiment.trainer import (
+    accelerator_device,
     build_trainer,
     fast_fp32_matmuls,
-    resolve_precision,
-    runs_on_cpu,
     translate_legacy_keys,
 )
 from helpers.training.checkpoint_io import AtomicCheckpointIO
@@ -48,6 +47,7 @@ from helpers.training.speed import time_steps
 from helpers.training.swa import SWACallback
 from helpers.training.tasks import Task
 from models.build import build_mel, build_net, net_output_classes
+from models.precision import autocast_dtype, decide_precision
 
 #: rank 0 exports its run folder here; DDP children (launched from it) reuse the same folder
 RUN_DIR_ENV = "PASST_RUN_DIR"
@@ -111,7 +111,8 @@ def evaluate(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> 
     module = module_for(spec, cfg, training=False, task=task)
     trainer_cfg = {**cfg["trainer"], "enable_checkpointing": False}
     trainer = build_trainer(trainer_cfg, [], [SacredLogger(run)], default_root_dir=str(run_dir), ddp_cfg=cfg["ddp"],
-                            compiled=cfg["compile"])
+                            compiled=cfg["compile"], command="evaluate")
+    run.info.update(precision=str(trainer.precision))
     try:
         trainer.validate(module, datamodule=datamodule)
     finally:
@@ -128,10 +129,9 @@ def evaluate(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> 
 def speed_test(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, float]:
     """Training steps per second of the network on random spectrograms (no data loading)."""
     st, trainer_cfg = cfg["speed_test"], translate_legacy_keys(cfg["trainer"])
-    accelerator = trainer_cfg.get("accelerator", "auto")
-    device = torch.device("cpu" if runs_on_cpu(accelerator) or not torch.cuda.is_available() else "cuda")
-    precision = resolve_precision(trainer_cfg.get("precision"), "cpu" if device.type == "cpu" else "gpu")
-    dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(str(precision).split("-")[0])
+    device = torch.device(accelerator_device(trainer_cfg.get("accelerator", "auto")))
+    precision = decide_precision(device, trainer_cfg.get("precision", "auto"), "train")
+    dtype = autocast_dtype(precision)
     net = build_net(cfg["models"]).to(device).train()
     task = spec.get_task()
     fast_fp32_matmuls(device)

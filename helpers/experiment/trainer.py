@@ -1,14 +1,10 @@
-"""The Lightning Trainer from the ``trainer`` config, with the fastest precision the hardware runs.
+"""The Lightning Trainer from the ``trainer`` config.
 
-Precision: the config default is the fastest mixed precision the machine offers, chosen when
-the config is made (see :func:`default_precision`, which follows
-:func:`models.hardware.fastest_autocast_dtype`): on GPUs ``bf16-mixed`` where supported
-(Ampere and newer; no loss scaling needed), else ``16-mixed``; on CPUs ``bf16-mixed`` when
-oneDNN has native bf16 kernels (AVX512-BF16/AMX; ~1.8x faster ViT blocks on such a CPU), else
-``32-true``. The original's ``trainer.precision=16`` keeps working everywhere: on a CPU, where
-fp16 autocast does not exist, it becomes ``bf16-mixed`` if the CPU runs bf16 natively and
-``32-true`` otherwise (emulated bf16 is hundreds of times slower than fp32: a 2048x2048 matmul
-ran at 0.3 GFLOP/s against ~150 in fp32 on an AVX2-only AMD EPYC); either way with a warning.
+Precision: ``trainer.precision`` defaults to ``"auto"``; :func:`build_trainer` asks
+:func:`models.precision.decide_precision` for the precision of the command on the device the
+accelerator setting picks (training: the fastest mixed precision the hardware runs natively;
+evaluation: fp32; the original's ``trainer.precision=16`` on a CPU: bf16-mixed where native, else
+32-true, with a warning). The rules are in :mod:`models.precision` alone.
 
 Lightning 1.x keys (the original's ``gpus``, ``accelerator=ddp``, ``weights_summary``,
 ``reload_dataloaders_every_epoch``, ...) are translated to Lightning 2 with one warning each, or
@@ -28,18 +24,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from models import hardware
+from models.precision import decide_precision
 
 _logger = logging.getLogger(__name__)
-
-FP16_MIXED = (16, "16", "16-mixed")
-BF16 = ("bf16", "bf16-mixed", "bf16-true")
-
-
-def default_precision() -> str:
-    """The default ``trainer.precision`` for this machine (module docstring)."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return {torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed", None: "32-true"}[hardware.fastest_autocast_dtype(device)]
 
 
 def runs_on_cpu(accelerator: Any) -> bool:
@@ -53,19 +40,13 @@ def runs_on_cpu(accelerator: Any) -> bool:
     return False
 
 
-def resolve_precision(precision: Any, accelerator: Any) -> Any:
-    """``precision`` for the Trainer: on CPUs, half precision only where it is native (module docstring)."""
-    if not runs_on_cpu(accelerator) or (precision not in FP16_MIXED and precision not in BF16):
-        return precision
-    if hardware.cpu_has_fast_bf16():
-        if precision in FP16_MIXED:
-            _logger.warning("trainer.precision=%r: fp16 autocast does not exist on the CPU; using 'bf16-mixed' "
-                            "(this CPU runs bfloat16 natively).", precision)
-            return "bf16-mixed"
-        return precision
-    _logger.warning("trainer.precision=%r: this CPU has no native bfloat16 (no AVX512-BF16/AMX), where half "
-                    "precision is emulated and hundreds of times slower than fp32; using '32-true'.", precision)
-    return "32-true"
+def accelerator_device(accelerator: Any) -> str:
+    """The device type (``cpu``, ``cuda``, ...) the Trainer's ``accelerator`` setting ends up on."""
+    if runs_on_cpu(accelerator):
+        return "cpu"
+    if accelerator == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps"
+    return "cuda" if accelerator in ("gpu", "cuda") else str(accelerator)
 
 
 def _gpus(value: Any) -> dict:
@@ -165,14 +146,18 @@ def translate_legacy_keys(trainer_cfg: dict[str, Any], announce: bool = True) ->
 
 def build_trainer(trainer_cfg: dict[str, Any], callbacks: list[pl.Callback] | None = None,
                   loggers: list | bool = False, default_root_dir: str | None = None,
-                  ddp_cfg: dict[str, Any] | None = None, compiled: bool = False) -> pl.Trainer:
+                  ddp_cfg: dict[str, Any] | None = None, compiled: bool = False, command: str = "train"
+                  ) -> pl.Trainer:
     """A Trainer from the ``trainer`` config (keys checked by the config checker) plus our callbacks and loggers.
+
+    ``command`` (train or evaluate) decides what ``precision="auto"`` means (:mod:`models.precision`).
 
     ``strategy="ddp"`` becomes :func:`ddp_strategy` with ``ddp_cfg`` (the ``ddp`` config); on
     CUDA, fp32 matmuls are switched to TF32 (:func:`fast_fp32_matmuls`).
     """
     cfg = translate_legacy_keys(trainer_cfg)
-    cfg["precision"] = resolve_precision(cfg.get("precision"), cfg.get("accelerator", "auto"))
+    cfg["precision"] = decide_precision(accelerator_device(cfg.get("accelerator", "auto")),
+                                        cfg.get("precision", "auto"), command)
     if default_root_dir is not None and not cfg.get("default_root_dir"):
         cfg["default_root_dir"] = default_root_dir
     if cfg.get("strategy") == "ddp" and ddp_cfg is not None:

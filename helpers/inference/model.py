@@ -21,36 +21,17 @@ import torch.nn as nn
 from models.build import build_mel, build_net
 from models.checkpoints import CheckpointError, extract_state_dict, read_checkpoint
 from models.ensemble import PaSSTEnsemble, get_ensemble_model
-from models.hardware import fastest_autocast_dtype
 from models.passt import PATCH_SIZE, PaSST, get_model, load_state_dict_into, resolve_arch
+from models.precision import autocast_dtype, decide_precision
 from models.preprocess import AugmentMelSTFT
 
 _logger = logging.getLogger(__name__)
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None`` or ``"auto"``: the GPU when there is one, else the CPU."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (None: fp32).
-
-    ``"auto"`` is the fastest precision the hardware runs natively
-    (:func:`models.hardware.fastest_autocast_dtype`: bf16 on recent GPUs and on CPUs with native
-    bf16 kernels, fp32 on other CPUs).
-    """
-    if precision == "auto":
-        return fastest_autocast_dtype(device)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: expected auto, {', '.join(PRECISIONS)}")
-    if precision == "fp16" and device.type == "cpu":
-        raise ValueError("precision='fp16': fp16 autocast is not offered on the CPU; use bf16 or fp32")
-    return PRECISIONS[precision]
 
 
 def networks(net: nn.Module) -> list[PaSST]:
@@ -98,9 +79,10 @@ class InferenceModel(nn.Module):
         return next(self.net.parameters()).device
 
     def place(self, device: str | torch.device | None = None, precision: str = "auto") -> InferenceModel:
-        """Move to ``device`` (None/"auto": the GPU when there is one) and set the precision."""
+        """Move to ``device`` (None/"auto": the GPU when there is one) and set the precision: ``auto`` (the
+        fastest the hardware runs natively), ``fp32``, ``bf16``, ``fp16`` (:func:`models.precision.decide_precision`)."""
         device = resolve_device(device)
-        self.autocast_dtype = resolve_precision(precision, device)
+        self.autocast_dtype = autocast_dtype(decide_precision(device, precision, "infer"))
         return self.to(device)
 
     def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
