@@ -139,6 +139,17 @@ def test_trusted_load_gives_the_same_network(tmp_path):
     assert all(torch.equal(net.state_dict()[k], v) for k, v in state.items())
 
 
+def test_a_checkpoint_record_cannot_make_inference_load_another_file(tmp_path):
+    marker = tmp_path / "marker"
+    payload = payload_checkpoint(tmp_path / "payload.ckpt", "state_dict", marker, tiny_state())
+    record = {"models": {**models_config(), "checkpoint": str(payload), "trust_checkpoint": True,
+                         "ensemble": [{**TINY, "fstride": 10, "tstride": 10, "checkpoint": str(payload)}]}}
+    state = {f"net.models.0.{k}": v for k, v in tiny_state().items()}
+    torch.save({"state_dict": state, "passt": record}, tmp_path / "shared.ckpt")
+    load_checkpoint(tmp_path / "shared.ckpt")  # the record rebuilds the architecture only
+    assert not marker.exists()
+
+
 def test_a_safe_file_loads_without_a_warning_even_when_trusted(tmp_path):
     torch.save({"state_dict": {f"net.{k}": v for k, v in tiny_state().items()}}, tmp_path / "plain.ckpt")
     with warnings.catch_warnings():
