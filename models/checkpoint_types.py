@@ -52,23 +52,32 @@ LEGACY_GLOBALS: list[tuple[Any, str]] = [
 ]
 
 
-def _munches_as_dicts(obj: Any, seen: set[int] | None = None) -> Any:
+def _munches_as_dicts(obj: Any, done: dict[int, tuple[Any, Any]] | None = None) -> Any:
     """``obj`` with every ``Counter`` in it (a munch, see :class:`MunchConfig`) a plain dict.
 
-    Containers are changed in place (tuples rebuilt where they hold one), so objects the pickle
-    shares stay shared; each is visited once.
+    Containers are changed in place (tuples rebuilt where they hold one), so what the pickle
+    shares stays shared; each object is converted once (``done``: id -> (object, result), the
+    object kept so that its id stays its own).
     """
-    seen = set() if seen is None else seen
-    if id(obj) in seen or not isinstance(obj, dict | list | tuple):
+    done = {} if done is None else done
+    if not isinstance(obj, dict | list | tuple):
         return obj
-    seen.add(id(obj))
+    if id(obj) in done:
+        return done[id(obj)][1]
     if isinstance(obj, Counter):
-        return {k: _munches_as_dicts(v, seen) for k, v in obj.items()}
+        result: dict = {}
+        done[id(obj)] = (obj, result)
+        result.update((k, _munches_as_dicts(v, done)) for k, v in obj.items())
+        return result
+    done[id(obj)] = (obj, obj)
     if isinstance(obj, tuple):
-        items = tuple(_munches_as_dicts(v, seen) for v in obj)
-        return obj if all(a is b for a, b in zip(items, obj, strict=True)) else items
+        items = tuple(_munches_as_dicts(v, done) for v in obj)
+        if any(a is not b for a, b in zip(items, obj, strict=True)):
+            done[id(obj)] = (obj, items)
+            return items
+        return obj
     for key, value in (obj.items() if isinstance(obj, dict) else enumerate(obj)):
-        new = _munches_as_dicts(value, seen)
+        new = _munches_as_dicts(value, done)
         if new is not value:
             obj[key] = new
     return obj
