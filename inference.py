@@ -11,8 +11,10 @@ name, the others are still processed, and the exit status is 1 when any failed.
 
 ``--model`` takes a released architecture (``models.passt.ARCHS``, its aliases, or the original's
 short names such as ``passt_s_ap476``), an ensemble named config (``ensemble_s10``, ...), or a
-checkpoint written by training here (its class names and network config travel with it; ``--swa``
-takes its SWA weights). See README.md, "Inference: tagging and embedding audio files".
+checkpoint written by training here, ``.ckpt`` or ``.safetensors`` (its class names and network
+config travel with it; ``--swa`` takes its SWA weights). A checkpoint is loaded without running
+code from it: a file holding more than tensors and plain data is refused unless
+``--trust-checkpoint`` is given. See README.md, "Inference: tagging and embedding audio files".
 """
 
 from __future__ import annotations
@@ -34,11 +36,11 @@ DEFAULT_MODEL = "passt_s_kd_p16_128_ap486"  # the best single released AudioSet 
 AUDIOSET_CLASSES = 527
 
 
-def load_model(spec: str, swa: bool = False, arch: str | None = None) -> InferenceModel:
+def load_model(spec: str, swa: bool = False, arch: str | None = None, trust_checkpoint: bool = False) -> InferenceModel:
     """A checkpoint file, an ensemble named config, a short name or a released architecture."""
     if Path(spec).is_file():
-        return load_checkpoint(spec, swa=swa, arch=arch)
-    if spec.endswith((".ckpt", ".pt", ".pth")):
+        return load_checkpoint(spec, swa=swa, arch=arch, trust_checkpoint=trust_checkpoint)
+    if spec.endswith((".ckpt", ".pt", ".pth", ".safetensors")):
         raise FileNotFoundError(f"checkpoint file not found: {spec}")
     if spec in ENSEMBLES:
         return load_ensemble(ENSEMBLES[spec][1], name=spec)
@@ -81,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--swa", action="store_true", help="a checkpoint's SWA weights instead of the live ones")
     parser.add_argument("--arch", help="the architecture of a checkpoint that does not carry its config "
                                        "(e.g. one of the original framework)")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="load a checkpoint that holds more than tensors and plain data with a full unpickle: "
+                             "that runs any code in the file, so only for files you trust (default: refused)")
     parser.add_argument("--labels", help="class names: index,mid,display_name CSV or one name per line "
                                          "(default: the checkpoint's, or AudioSet's for 527 classes)")
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per file (default: 5)")
@@ -115,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         raise FileNotFoundError(f"no audio files found in {' '.join(args.inputs)}")
     if not any(f.exists() for f in files):  # say so before loading (maybe downloading) a model
         raise FileNotFoundError(f"no such file: {', '.join(map(str, files))}")
-    model = load_model(args.model, args.swa, args.arch).place(args.device, args.precision)
+    model = load_model(args.model, args.swa, args.arch, args.trust_checkpoint).place(args.device, args.precision)
     names = class_names_for(model, args.labels)
     sr = model.sample_rate
     window = round(args.window * sr) if args.window else model.window

@@ -28,21 +28,26 @@ def _ensemble_member(entry: Any) -> tuple | dict:
 
 
 def build_net(models_cfg: dict[str, Any]) -> nn.Module:
-    """The network (or ensemble) described by the ``models`` config."""
+    """The network (or ensemble) described by the ``models`` config.
+
+    Local weights (``models.checkpoint``, members' ``checkpoint``) are loaded without running
+    code from them unless ``models.trust_checkpoint`` is True.
+    """
     net_cfg = dict(models_cfg["net"])
     ensemble = list(models_cfg.get("ensemble") or [])
+    trust = bool(models_cfg.get("trust_checkpoint"))
     if ensemble:
         members = [_ensemble_member(entry) for entry in ensemble]
         shared = {k: v for k, v in net_cfg.items() if k not in ("arch", "fstride", "tstride")}
         _logger.info("Building an ensemble of %d networks", len(members))
-        return get_ensemble_model(members, **shared)
+        return get_ensemble_model(members, trust_checkpoint=trust, **shared)
     checkpoint = models_cfg.get("checkpoint")
     if checkpoint:
         net_cfg["pretrained"] = False  # the local checkpoint replaces the released weights
     net = get_model(**net_cfg)
     if checkpoint:
         _logger.info("Loading weights from %s%s", checkpoint, " (SWA)" if models_cfg.get("checkpoint_swa") else "")
-        load_weights(net, checkpoint, swa=bool(models_cfg.get("checkpoint_swa")))
+        load_weights(net, checkpoint, swa=bool(models_cfg.get("checkpoint_swa")), trust_checkpoint=trust)
     return net
 
 

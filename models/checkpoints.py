@@ -4,7 +4,9 @@ Generic pieces a model file combines with its own checkpoint filter (as timm's m
 
 * :func:`cached_download`: a release file in torch.hub's cache (``$TORCH_HOME/hub/checkpoints/``),
   downloaded once; offline, the error names the URL and where to put the file;
-* :func:`read_checkpoint`: a file on disk, with a clear error when it is corrupt or truncated;
+* :func:`read_checkpoint`: a file on disk (``torch.save`` pickle or safetensors), running no code
+  from it: objects other than tensors and plain data are refused unless the caller trusts the
+  file; a clear error when it is corrupt or truncated;
 * :func:`extract_state_dict`: the network's own state dict out of plain state dicts, Lightning
   ``.ckpt`` files (weights under ``net.``, the SWA average under ``net_swa.``) and ImageNet files
   (a ``model`` key); a ``_orig_mod.`` prefix left by ``torch.compile`` is removed;
@@ -18,12 +20,15 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import zipfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from models.checkpoint_types import load_weights_only, unsafe_globals
+from models.safetensors_file import is_safetensors, read_safetensors
 
 _logger = logging.getLogger(__name__)
 
@@ -57,23 +62,73 @@ def cached_download(url: str, what: str) -> Path:
     return path
 
 
-def read_checkpoint(path: str | os.PathLike, url: str | None = None) -> Mapping:
-    """Load a checkpoint file on the CPU with a clear error when it is corrupt or truncated."""
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint that holds objects whose unpickling could run code; refused without an opt-in."""
+
+
+class TrustedCheckpointWarning(UserWarning):
+    """A checkpoint is being fully unpickled because the caller vouched for it."""
+
+
+#: how each entry point opts in to a full unpickle, for the refusal message
+TRUST_OPT_INS = ("--trust-checkpoint (inference.py)", "models.trust_checkpoint=True (experiments)",
+                 "trust_checkpoint=True (Python: load_checkpoint, hear.load_model, load_weights, read_checkpoint)")
+
+
+def read_checkpoint(path: str | os.PathLike, url: str | None = None, trust_checkpoint: bool = False) -> Mapping:
+    """Load a checkpoint file on the CPU, running no code from it unless ``trust_checkpoint`` is True.
+
+    ``.safetensors`` files (:mod:`models.safetensors_file`) hold only tensors and JSON. Pickled
+    files (``torch.save``: ``.ckpt``, ``.pt``, ``.pth``) are rebuilt with
+    ``torch.load(weights_only=True)``: tensors, plain data and the few types of the original
+    framework's checkpoints (:mod:`models.checkpoint_types`). A file naming any other function or
+    class raises :class:`UnsafeCheckpointError` naming them and the file: unpickling would call
+    them. ``trust_checkpoint=True`` (the user vouches for the file) loads such a file with a full unpickle,
+    after a :class:`TrustedCheckpointWarning`. A corrupt or truncated file raises
+    :class:`CheckpointError`.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint file not found: {path}")
     refetch = (f"Delete it and run again to download it again from {url}" if url
                else "Fetch or copy the file again")
     try:
+        if path.suffix == ".safetensors" or is_safetensors(path):
+            return read_safetensors(path)
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # Lightning checkpoints of the original framework pickle extra objects (e.g. its config);
-            # they are the user's own files, so a full unpickle is acceptable here.
-            _logger.info("%s holds more than tensors; loading it with weights_only=False", path)
+            return load_weights_only(path)
+        except pickle.UnpicklingError as err:
+            names = unsafe_globals(path, err)
+            if not trust_checkpoint:
+                if names:
+                    raise UnsafeCheckpointError(
+                        f"Refused to load {path}: it names {', '.join(names)}, which unpickling the file would "
+                        f"call, and that can run any code. Checkpoints of this framework, of the original PaSST "
+                        f"and the released weights hold only tensors and plain data. If you trust where the file "
+                        f"comes from, opt in to a full unpickle: {'; '.join(TRUST_OPT_INS)}.") from None
+                raise
+            warnings.warn(
+                f"Loading {path} with a full unpickle because you trust it (trust_checkpoint): it names "
+                f"{', '.join(names) or 'objects other than tensors and plain data'}, which unpickling calls: any "
+                f"code in the file runs now, with your permissions (it can read, change or delete your files "
+                f"and use the network). Only do this for files you made or whose source you trust.",
+                TrustedCheckpointWarning, stacklevel=2)
             return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise CheckpointError(f"Checkpoint {path} is corrupt or truncated ({err}). {refetch}.") from err
+    except UnsafeCheckpointError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever a damaged or crafted file makes the unpickler raise
+        what = ("is corrupt or truncated, or holds pickle instructions that cannot be loaded safely"
+                if isinstance(err, pickle.UnpicklingError) else "is corrupt or truncated")
+        raise CheckpointError(f"Checkpoint {path} {what} ({_first_line(err)}). {refetch}.") from err
+
+
+def _first_line(err: BaseException) -> str:
+    """The gist of a loading error (torch's weights-only errors span paragraphs)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        lines = [line for line in lines if not line.startswith(("Weights only", "Please file", "Check the doc"))]
+        return lines[-1] if lines else str(err)
+    return lines[0] if lines else type(err).__name__
 
 
 def extract_state_dict(checkpoint: Mapping, swa: bool = False) -> dict[str, torch.Tensor]:

@@ -32,12 +32,13 @@ class PaSSTEnsemble(nn.Module):
         return torch.stack(logits).mean(dim=0), torch.cat(embeddings, dim=-1)
 
 
-def get_ensemble_model(arch_list: Sequence, **kwargs) -> PaSSTEnsemble:
+def get_ensemble_model(arch_list: Sequence, trust_checkpoint: bool = False, **kwargs) -> PaSSTEnsemble:
     """Build an ensemble from ``(arch, fstride, tstride)`` triples or dicts of ``get_model`` arguments.
 
     A dict may also hold ``checkpoint``: a local file loaded with :func:`models.passt.load_weights`
-    (then ``pretrained`` defaults to False), and ``swa``. ``kwargs`` are shared by every member
-    (e.g. ``n_classes``, ``input_tdim``).
+    (then ``pretrained`` defaults to False; ``trust_checkpoint=True`` lets those files run code,
+    see :func:`models.checkpoints.read_checkpoint`), and ``swa``. ``kwargs`` are shared by every
+    member (e.g. ``n_classes``, ``input_tdim``).
     """
     members = []
     for entry in arch_list:
@@ -51,6 +52,6 @@ def get_ensemble_model(arch_list: Sequence, **kwargs) -> PaSSTEnsemble:
             spec["pretrained"] = False  # the member's own weights replace any shared pretrained=True
         model = get_model(**spec)
         if checkpoint:
-            load_weights(model, checkpoint, swa=swa)
+            load_weights(model, checkpoint, swa=swa, trust_checkpoint=trust_checkpoint)
         members.append(model)
     return PaSSTEnsemble(members)

@@ -575,13 +575,16 @@ def load_state_dict_into(model: PaSST, state: dict[str, torch.Tensor],
 
 
 def load_weights(model: PaSST, path: str | os.PathLike, swa: bool = False,
-                 trained_stride: tuple[int, int] | None = None) -> PaSST:
-    """Load a local checkpoint (state dict, Lightning ``.ckpt`` or ImageNet file) into ``model``.
+                 trained_stride: tuple[int, int] | None = None, trust_checkpoint: bool = False) -> PaSST:
+    """Load a local checkpoint (state dict, Lightning ``.ckpt``, ImageNet file or ``.safetensors``) into ``model``.
 
     ``swa=True`` takes the ``net_swa.`` weights of a Lightning checkpoint. ``trained_stride``
     (fstride, tstride) of the checkpoint, when known, lets other strides interpolate the encodings.
+    A file holding more than tensors and plain data is refused unless ``trust_checkpoint=True``
+    (see :func:`models.checkpoints.read_checkpoint`).
     """
-    load_state_dict_into(model, extract_state_dict(read_checkpoint(path), swa=swa), trained_stride, str(path))
+    checkpoint = read_checkpoint(path, trust_checkpoint=trust_checkpoint)
+    load_state_dict_into(model, extract_state_dict(checkpoint, swa=swa), trained_stride, str(path))
     return model
 
 

@@ -1,10 +1,15 @@
-"""Test support: state dicts in the original PaSST key layout, and the original forward math.
+"""Test support: state dicts in the original PaSST key layout, the original forward math, and
+Lightning checkpoints as the original framework's training writes them.
 
-Both are written out independently of :mod:`models.passt` (no timm, plain tensor ops), so tests
+All are written out independently of :mod:`models.passt` (no timm, plain tensor ops), so tests
 comparing against them prove that released checkpoints load and compute the same outputs.
 """
 
 from __future__ import annotations
+
+import sys
+import types
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -71,3 +76,82 @@ def original_forward(sd: dict, x: torch.Tensor, stride: tuple, num_heads: int) -
     logits = F.linear(F.layer_norm(features, (e,), sd["head.0.weight"], sd["head.0.bias"], eps=1e-5),
                       sd["head.1.weight"], sd["head.1.bias"])
     return logits, features
+
+
+# ---------------------------------------------------------------- the original's Lightning files
+class CMD(str):
+    """A command string of the original's sacred fork (kk-sacred ``sacred.config_helpers.CMD``):
+    its configs name dataset factories with it, and its checkpoints pickle it under that name."""
+
+
+@contextmanager
+def _kk_sacred_module():
+    """``sacred.config_helpers`` holding :class:`CMD` while pickling (upstream sacred has no such module)."""
+    name = "sacred.config_helpers"
+    previous = sys.modules.get(name)
+    module = types.ModuleType(name)
+    module.CMD = CMD
+    CMD.__module__ = name
+    sys.modules[name] = module
+    try:
+        yield
+    finally:
+        CMD.__module__ = __name__
+        if previous is None:
+            del sys.modules[name]
+        else:
+            sys.modules[name] = previous
+
+
+def original_lightning_checkpoint(sd: dict, swa_sd: dict | None = None) -> dict:
+    """A checkpoint as the original framework's training writes it (pytorch-lightning 1.3, kk-sacred, munch).
+
+    Its ``Ba3lModule`` saves the sacred config, a ``munch.DefaultMunch``, as hyper-parameters; the
+    datasets config holds ``CMD`` strings; Lightning 1.3 keys callback states by the callback's
+    class; AdamW, LambdaLR and the fp16 scaler store their states; the network is ``net.``, the
+    SWA average ``net_swa.``, the mel front end ``mel.``.
+    """
+    from munch import DefaultMunch
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    config = DefaultMunch.fromDict({
+        "cmd": "ex_audioset.py with trainer.precision=16", "seed": 42, "lr": 2e-5, "use_mixup": True,
+        "mixup_alpha": 0.3, "process_id": 1234,
+        "models": {"net": {"instance_cmd": "get_model", "arch": "passt_s_swa_p16_128_ap476", "n_classes": 527,
+                           "fstride": 10, "tstride": 10, "s_patchout_t": 40, "s_patchout_f": 4},
+                   "mel": {"instance_cmd": "AugmentMelSTFT", "n_mels": 128, "sr": 32000, "hopsize": 320,
+                           "fmax": None}},
+        "datasets": {"training": {"batch_size": 12, "num_workers": 16, "train": True,
+                                  "dataset": CMD("/basedataset.get_full_training_set"),
+                                  "sampler": CMD("/basedataset.get_ft_weighted_sampler")},
+                     "test": {"batch_size": 20, "validate": True, "dataset": CMD("/basedataset.get_test_set")}},
+        "trainer": {"max_epochs": 130, "gpus": 1, "precision": 16, "num_sanity_val_steps": 0},
+    })
+    state = {f"net.{k}": v for k, v in sd.items()}
+    state.update({f"net_swa.{k}": v for k, v in (swa_sd or {}).items()})
+    state.update({"mel.window": torch.hann_window(800), "mel.preemphasis_coefficient": torch.tensor([[[-0.97, 1.0]]])})
+    first = next(iter(sd.values()))
+    return {
+        "epoch": 11, "global_step": 100000, "pytorch-lightning_version": "1.3.0.dev0",
+        "state_dict": state,
+        "callbacks": {ModelCheckpoint: {"monitor": None, "best_model_score": torch.tensor(0.4712),
+                                        "best_model_path": "/runs/epoch=10-step=99999.ckpt", "current_score": None,
+                                        "dirpath": "/runs"}},
+        "optimizer_states": [{"state": {0: {"step": torch.tensor(100000.0), "exp_avg": torch.zeros_like(first),
+                                            "exp_avg_sq": torch.zeros_like(first)}},
+                              "param_groups": [{"lr": 2e-5, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-4,
+                                                "amsgrad": False, "foreach": None, "maximize": False,
+                                                "capturable": False, "initial_lr": 2e-5, "params": [0]}]}],
+        "lr_schedulers": [{"base_lrs": [2e-5], "last_epoch": 11, "verbose": False, "_step_count": 12,
+                           "_get_lr_called_within_step": False, "_last_lr": [2e-5], "lr_lambdas": [None]}],
+        "native_amp_scaling_state": {"scale": 32768.0, "growth_factor": 2.0, "backoff_factor": 0.5,
+                                     "growth_interval": 2000, "_growth_tracker": 1234},
+        "hparams_name": None,
+        "hyper_parameters": dict(config),
+    }
+
+
+def save_original_lightning_checkpoint(path, sd: dict, swa_sd: dict | None = None) -> None:
+    """Write :func:`original_lightning_checkpoint` with ``torch.save``, as the original did."""
+    with _kk_sacred_module():
+        torch.save(original_lightning_checkpoint(sd, swa_sd), path)

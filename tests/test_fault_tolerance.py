@@ -85,7 +85,8 @@ def test_a_training_clip_that_fails_to_decode_is_skipped_and_counted(reference):
 
 # ------------------------------------------------------------------------------ kill and resume
 @pytest.mark.precision  # bit-exact in either precision
-def test_killed_during_a_mid_epoch_save_resumes_to_the_same_weights_and_metrics(mini, reference, tmp_path):
+def test_killed_during_a_mid_epoch_save_resumes_to_the_same_weights_and_metrics(mini, reference, tmp_path,
+                                                                                monkeypatch):
     out = tmp_path / "out"
     # SIGKILL half-way through writing the step-8 checkpoint (epoch 1, batch 3 of 5)
     killed = subprocess.run([PYTHON, str(ROOT / "tests" / "sigkill_during_save.py"), "8",
@@ -98,7 +99,13 @@ def test_killed_during_a_mid_epoch_save_resumes_to_the_same_weights_and_metrics(
     assert (before["global_step"], before["epoch"], before["callbacks"]["TrainingPosition"]) == \
         (6, 1, {"epoch": 1, "batch": 1})
 
+    loads = []  # how the checkpoint is read: tensors and plain data only (weights_only), no code from the file
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: loads.append(kwargs.get("weights_only"))
+                        or real_load(*args, **kwargs))
     resumed = train_in_process(mini, out, ckpt_path=str(checkpoints / "last.ckpt"))
+    monkeypatch.undo()
+    assert loads == [True]
     assert Path(resumed.info["run_dir"]) == checkpoints.parent  # continues in the same run folder
     assert not (checkpoints / "last.ckpt.partial").exists()  # replaced by the next save
     after, ref = load(checkpoints / "last.ckpt"), reference["last"]
@@ -111,6 +118,14 @@ def test_killed_during_a_mid_epoch_save_resumes_to_the_same_weights_and_metrics(
         assert all(torch.equal(a[k], b[k]) for k in b)
     assert after["lr_schedulers"] == ref["lr_schedulers"]
     assert resumed.result == reference["result"]
+
+
+def test_run_checkpoints_hold_only_tensors_and_plain_data(reference):
+    # torch's own weights-only loader takes them as they are: resuming runs no code from the file
+    last = reference["info"]["last_checkpoint"]
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(last) == []
+    loaded = torch.load(last, map_location="cpu", weights_only=True)
+    assert loaded["callbacks"]["TrainingPosition"] == {"epoch": 2, "batch": 0} and loaded["optimizer_states"]
 
 
 @pytest.mark.precision  # bit-exact in either precision

@@ -116,6 +116,9 @@ def shared_config(experiment: str = "audioset") -> DescribedConfig:
           "arguments plus checkpoint (a local file) and swa")
     c.add("models.checkpoint", None, "start models.net from this local file (state dict or Lightning .ckpt)")
     c.add("models.checkpoint_swa", False, "take the net_swa. weights of that Lightning checkpoint")
+    c.add("models.trust_checkpoint", False,
+          "load models.checkpoint, ensemble members' checkpoints and ckpt_path with a full unpickle, which runs "
+          "any code the files hold: only for files you trust (False: tensors and plain data only, others refused)")
 
     ddp = ddp_processes_from_env()
     c.describe("trainer", "arguments of pytorch_lightning.Trainer")

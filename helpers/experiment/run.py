@@ -72,7 +72,8 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
         callbacks.append(SWACallback(cfg["swa_epoch_start"], cfg["swa_freq"]))
     callbacks += fault_tolerance_callbacks(cfg, seed, datamodule, checkpointing)
     loggers = [SacredLogger(run), wandb_logger(spec, cfg, run_dir, run)]
-    trainer_cfg = {**cfg["trainer"], "plugins": [*(cfg["trainer"].get("plugins") or []), AtomicCheckpointIO()]}
+    checkpoint_io = AtomicCheckpointIO(trust_checkpoint=cfg["models"]["trust_checkpoint"])  # loads ckpt_path
+    trainer_cfg = {**cfg["trainer"], "plugins": [*(cfg["trainer"].get("plugins") or []), checkpoint_io]}
     trainer = build_trainer(trainer_cfg, callbacks, loggers, default_root_dir=str(run_dir), ddp_cfg=cfg["ddp"],
                             compiled=cfg["compile"])
     run.info.update(run_dir=str(run_dir), precision=str(trainer.precision), world_size=trainer.world_size)

@@ -30,12 +30,14 @@ __all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "co
 
 def load_model(model_file_path: str = "", arch: str | None = None, mode: str = "all", device: str | None = None,
                precision: str = "fp32", timestamp_window_ms: float = 160, timestamp_hop_ms: float = 50,
-               scene_hop_ms: float | None = None, swa: bool = False, batch_size: int = 64) -> InferenceModel:
+               scene_hop_ms: float | None = None, swa: bool = False, batch_size: int = 64,
+               trust_checkpoint: bool = False) -> InferenceModel:
     """A PaSST model with the HEAR attributes, on the GPU when there is one.
 
     Args:
         model_file_path: "" for the released weights of ``arch``; else a checkpoint of this
-            framework's training (or, with ``arch``, any PaSST checkpoint; ``swa`` takes its SWA weights).
+            framework's training, ``.ckpt`` or ``.safetensors`` (or, with ``arch``, any PaSST
+            checkpoint; ``swa`` takes its SWA weights).
         arch: a released architecture (``models.passt.ARCHS``); default ``passt_s_swa_p16_128_ap476``
             as in ``hear21passt.base``; e.g. ``passt_s_kd_p16_128_ap486`` (the best single model) or
             ``passt_20sec`` (20 s windows, as ``hear21passt.base20sec``).
@@ -44,9 +46,12 @@ def load_model(model_file_path: str = "", arch: str | None = None, mode: str = "
         scene_hop_ms: hop of the scene windows over long audio; default a quarter of the model's
             window (2.5 s for 10 s models, 5 s for 20 s ones; ``hear21passt.base30sec`` used 10 s).
         batch_size: windows per forward pass.
+        trust_checkpoint: load ``model_file_path`` with a full unpickle even when it holds more
+            than tensors and plain data: that runs any code in the file, so only for files you
+            trust (default: such files are refused, see :func:`models.checkpoints.read_checkpoint`).
     """
     if model_file_path:
-        model = load_checkpoint(model_file_path, swa=swa, arch=arch)
+        model = load_checkpoint(model_file_path, swa=swa, arch=arch, trust_checkpoint=trust_checkpoint)
     else:
         model = load_released(arch or DEFAULT_ARCH)
     return configure(model.place(device, precision), mode, timestamp_window_ms, timestamp_hop_ms, scene_hop_ms,

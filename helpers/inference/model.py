@@ -137,7 +137,7 @@ def architecture_only(models_cfg: Mapping) -> dict:
     no start checkpoint (the weights come from the checkpoint being loaded)."""
     cfg = _plain(models_cfg)
     cfg["net"] = {**cfg.get("net", {}), "pretrained": False}
-    cfg["checkpoint"], cfg["checkpoint_swa"] = None, False
+    cfg["checkpoint"], cfg["checkpoint_swa"], cfg["trust_checkpoint"] = None, False, False
     members = []
     for entry in cfg.get("ensemble") or []:
         member = dict(entry) if isinstance(entry, dict) else dict(zip(("arch", "fstride", "tstride"), entry, strict=True))
@@ -158,16 +158,18 @@ def _load_network_state(net: nn.Module, state: dict[str, torch.Tensor], source: 
 
 
 def load_checkpoint(path: str | os.PathLike, swa: bool = False, arch: str | None = None,
-                    class_names: Sequence[str] | None = None) -> InferenceModel:
-    """A checkpoint of this framework's training: its ``models`` config rebuilds the network and
-    front end, its class names name the outputs; ``swa=True`` takes the SWA weights.
+                    class_names: Sequence[str] | None = None, trust_checkpoint: bool = False) -> InferenceModel:
+    """A checkpoint of this framework's training (``.ckpt``, or ``.safetensors`` with its record):
+    its ``models`` config rebuilds the network and front end, its class names name the outputs;
+    ``swa=True`` takes the SWA weights.
 
     Checkpoints without that record (the original framework's ``.ckpt``, plain state dicts) need
     ``arch``: the released architecture they were trained from (strides and STFT hop follow it,
-    the class count follows the checkpoint's head).
+    the class count follows the checkpoint's head). A file holding more than tensors and plain
+    data is refused unless ``trust_checkpoint=True`` (:func:`models.checkpoints.read_checkpoint`).
     """
     source = os.fspath(path)
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path, trust_checkpoint=trust_checkpoint)
     state = extract_state_dict(checkpoint, swa=swa)
     record = checkpoint.get("passt") if isinstance(checkpoint, Mapping) else None
     if record and record.get("models"):

@@ -12,6 +12,11 @@
 * loading a file that is truncated or corrupt raises :class:`models.checkpoints.CheckpointError`
   naming the file, instead of a bare unpickling error (Lightning does not silently start afresh
   either, but its message does not say which file or what to do).
+* loading (resuming with ``ckpt_path=``) runs no code from the file: it is read with
+  :func:`models.checkpoints.read_checkpoint`, which rebuilds tensors and plain data only (all a
+  run's state is: weights, SWA average, optimizer, LR schedule, loop counters, callback states
+  such as the sampler position) and refuses anything else, naming it, unless the plugin was
+  made with ``trust_checkpoint=True``. Lightning's ``weights_only`` argument is not consulted.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from helpers.data.atomic import WriteFailedError, atomic_write
-from models.checkpoints import CheckpointError, read_checkpoint
+from models.checkpoints import CheckpointError, UnsafeCheckpointError, read_checkpoint
 
 
 class CheckpointSaveError(WriteFailedError):
@@ -32,7 +37,13 @@ class CheckpointSaveError(WriteFailedError):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` with atomic, durable saves and loading errors that name the file."""
+    """``TorchCheckpointIO`` with atomic, durable saves, loads that run no code from the file
+    (``trust_checkpoint=True``: a full unpickle, for files the user vouches for), and loading
+    errors that name the file."""
+
+    def __init__(self, trust_checkpoint: bool = False) -> None:
+        super().__init__()
+        self.trust_checkpoint = trust_checkpoint
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
@@ -48,7 +59,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path: Any, map_location: Callable | Any | None = None,
                         weights_only: bool | None = None) -> dict[str, Any]:
         try:
-            return dict(read_checkpoint(path))
+            return dict(read_checkpoint(path, trust_checkpoint=self.trust_checkpoint))
+        except UnsafeCheckpointError:
+            raise  # its message says what to do
         except CheckpointError as err:
             raise CheckpointError(
                 f"{err} It cannot be resumed from; resume from an earlier checkpoint of the run instead "
