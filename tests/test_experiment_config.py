@@ -10,7 +10,6 @@ import re
 import pytest
 import torch
 
-from config_updates import ENSEMBLES, SHORT_NAMES
 from ex_audioset import ex
 from helpers.experiment.loggers import default_wandb_mode
 from helpers.experiment.trainer import (
@@ -24,6 +23,7 @@ from helpers.experiment.trainer import (
 from models import hardware
 from models.passt import ARCHS, get_model
 from models.preprocess import AugmentMelSTFT
+from models.registry import ENSEMBLES, SHORT_NAMES
 
 STRIP_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 QUIET = {"--loglevel": "ERROR"}
