@@ -114,20 +114,27 @@ class Demo:
                 [str(f) for f in a.files] or None)
 
 
-def build_page(demo: Demo, window_s: float, hop_s: float, top_k: int, activation: str) -> gr.Blocks:
-    """The page: audio in, settings, the "Tag" button; status, bars, plot and downloads out."""
+def build_page(demo: Demo, window_s: float | None, hop_s: float | None, top_k: int, activation: str) -> gr.Blocks:
+    """The page: audio in, settings, the "Tag" button; status, bars, plot and downloads out.
+
+    ``window_s``/``hop_s`` None: the fields start empty, meaning the model's window and half the window.
+    """
     model = demo.model
     with gr.Blocks(title="PaSST audio tagging") as page:
-        gr.Markdown(f"## PaSST audio tagging\n{model.describe()}. Scores are the {activation} of the logits "
-                    f"of each window; the bars show their mean over the windows, the plot each window.")
+        gr.Markdown(f"## PaSST audio tagging\n{model.describe()}. Each window of the audio is scored on its own "
+                    f"(the activation of its logits, see Settings); the bars show the mean over the windows, "
+                    f"the plot each window.")
         with gr.Row():
             with gr.Column():
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath", elem_id="audio",
                                  label="Audio: drop a file (any format FFmpeg reads, any length) or record")
                 with gr.Accordion("Settings", open=False):
-                    longest = model.max_samples / model.sample_rate
-                    window = gr.Number(window_s, label=f"window (s, at most {longest:.2f})", elem_id="window")
-                    hop = gr.Number(hop_s, label="hop between window starts (s)", elem_id="hop")
+                    sr = model.sample_rate
+                    window = gr.Number(window_s, elem_id="window",
+                                       label=f"window (s; empty: the model's {model.window / sr:g} s; "
+                                             f"{model.min_samples / sr:.2f} to {model.max_samples / sr:.2f})")
+                    hop = gr.Number(hop_s, label="hop between window starts (s; empty: half the window)",
+                                    elem_id="hop")
                     k = gr.Slider(1, min(25, model.n_classes), value=min(top_k, model.n_classes), step=1,
                                   label="classes shown", elem_id="top-k")
                     act = gr.Radio(list(ACTIVATIONS), value=activation, label="activation", elem_id="activation")
@@ -174,11 +181,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     model = load_model(args.model, args.swa, args.arch).place(args.device, args.precision)
     names = class_names_for(model, args.labels)
-    window, hop = window_and_hop(model, args.window, args.hop)  # bad starting values fail here, not in the page
+    window_and_hop(model, args.window, args.hop)  # bad starting values fail here, not in the page
     work_dir = tempfile.mkdtemp(prefix="passt_app_")
     atexit.register(shutil.rmtree, work_dir, ignore_errors=True)
     demo = Demo(model, names, args.batch_size, work_dir)
-    page = build_page(demo, window / model.sample_rate, hop / model.sample_rate, args.top_k, args.activation)
+    page = build_page(demo, args.window, args.hop, args.top_k, args.activation)
     print(f"{model.describe()}; {len(names)} classes", file=sys.stderr, flush=True)
     # system fonts: the default theme would fetch its web font from the internet
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],

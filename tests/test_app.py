@@ -1,9 +1,11 @@
 """The web demo (``app.py``): its handler against ``inference.py``, and the real page in headless Chromium.
 
-The browser test starts ``app.py`` as a user would, drives the page with Playwright in Debian's
-Chromium (``/usr/bin/chromium``, installed by ``make install``; no browser download), uploads a
-generated clip, and checks the classes and scores shown, the plot and the CSV download against
-``inference.py`` on the same file and model; then a file that is not audio shows its error. When
+The browser tests start ``app.py`` as a user would and drive the page with Playwright in Debian's
+Chromium (``/usr/bin/chromium``, installed by ``make install``; no browser download): a generated
+clip is uploaded, and the classes and scores shown, the plot and the CSV download are checked
+against ``inference.py`` on the same file and model; then a file that is not audio shows its
+error; and a recording from Chromium's fake microphone (a beep) is tagged as the code of
+``inference.py`` tags the same recording, fetched back from the page's player. When
 the browser cannot run, the test fails with the reason. ``PASST_APP_SCREENSHOT=path.png`` also
 keeps a screenshot of the result page (the README's picture was made so).
 """
@@ -27,6 +29,7 @@ from tiny_checkpoints import write_tiny_checkpoint
 
 from app import Demo
 from helpers.inference.model import load_checkpoint
+from helpers.inference.tagging import tag_files
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 32000
@@ -34,7 +37,9 @@ CLASSES = ["speech", "dog bark", "rain", "siren", "guitar", "engine"]
 CHROMIUM = "/usr/bin/chromium"
 # what headless Chromium needs here: no sandbox as root, and no background traffic to a closed network
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  # a microphone that plays a beep, allowed without asking
+                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +107,7 @@ def test_handler_explains_bad_input(files, tmp_path):
     assert demo.analyse(None).status == "Upload a file or record a clip first."
 
 
+@pytest.mark.slow
 def test_demo_and_export_commands_do_not_import_sacred():
     code = "import sys, app, export, inference; print(sorted(m for m in sys.modules if m.split('.')[0] == 'sacred'))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -169,12 +175,18 @@ def browser():
         chromium.close()
 
 
+def new_page(browser, url: str):
+    context = browser.new_context(viewport={"width": 1200, "height": 820}, permissions=["microphone"])
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    return page
+
+
 @pytest.mark.slow
 def test_page_tags_an_upload_like_inference_and_shows_errors(server, browser, files):
     expected = run_inference(files)
-    page = browser.new_page(viewport={"width": 1200, "height": 820})
-    page.set_default_timeout(60_000)
-    page.goto(server)
+    page = new_page(browser, server)
     page.locator("#audio input[type=file]").set_input_files(str(files["clip"]))
     page.locator("#tag").click()
     page.locator("#status", has_text="tagged in").wait_for()
@@ -205,4 +217,25 @@ def test_page_tags_an_upload_like_inference_and_shows_errors(server, browser, fi
     status.wait_for()
     assert "AudioDecodeError" in status.inner_text()
     assert page.locator("#top meter").count() == 0 and not page.locator("#over-time img").is_visible()
-    page.close()
+    page.context.close()
+
+
+@pytest.mark.slow
+def test_page_tags_a_recording(server, browser, files, tmp_path):
+    page = new_page(browser, server)
+    page.locator("#audio").get_by_label("Record audio").click()
+    page.locator("#audio button", has_text="Record").first.click()
+    page.wait_for_timeout(2500)
+    page.locator("#audio button", has_text="Stop").first.click()
+    page.locator("#audio a[download]").first.wait_for()  # the recording is in the player
+    page.locator("#tag").click()
+    page.locator("#status", has_text="tagged in").wait_for()
+    shown = [(m.get_attribute("aria-label"), float(m.get_attribute("value"))) for m in page.locator("#top meter").all()]
+    # the same recording, fetched from the player, tagged here by the code inference.py runs
+    recording = tmp_path / "recording.wav"
+    recording.write_bytes(page.request.get(page.locator("#audio a[download]").first.get_attribute("href")).body())
+    result = next(tag_files(load_checkpoint(files["ckpt"]).place("cpu", "fp32"), [recording], hop=SR))
+    assert result.ok and 1.5 < result.duration < 10, result.error
+    assert [name for name, _ in shown] == [CLASSES[c] for c, _, _ in result.top(3)]
+    np.testing.assert_allclose([s for _, s in shown], [mean for _, mean, _ in result.top(3)], atol=1e-6)
+    page.context.close()
