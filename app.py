@@ -26,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,13 @@ class Demo:
         return Analysis("\n\n".join(lines), top, plot, files)
 
     def page_outputs(self, path, window_s, hop_s, top_k, activation, embedding) -> tuple[Any, ...]:
-        """:meth:`analyse` as the page's components take it: status, bars, plot, downloads."""
-        a = self.analyse(path, window_s, hop_s, int(top_k), activation, embedding)
+        """:meth:`analyse` as the page's components take it: status, bars, plot, downloads. Whatever
+        goes wrong is said in the page (and the traceback goes to the server's log)."""
+        try:
+            a = self.analyse(path, window_s, hop_s, int(top_k), activation, embedding)
+        except Exception as err:  # noqa: BLE001 - e.g. out of memory on a very long file: say so, keep serving
+            traceback.print_exc()
+            a = Analysis(f"**Failed:** {type(err).__name__}: {err}")
         return (a.status, a.top or None, gr.update(value=str(a.plot) if a.plot else None, visible=a.plot is not None),
                 [str(f) for f in a.files] or None)
 

@@ -19,6 +19,7 @@ output (``--no-check`` skips it). See README.md, "Exporting a model".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     names = class_names_for(model, args.labels)
     name = args.name or (Path(args.model).stem if Path(args.model).is_file() else args.model)
     print(f"{model.describe()}; exporting {', '.join(formats)} to {args.out}", file=sys.stderr)
-    paths = export_model(model, names, args.out, name, formats, source=args.model, activation=args.activation)
+    with contextlib.redirect_stdout(sys.stderr):  # the exporter's progress lines: stdout lists the files
+        paths = export_model(model, names, args.out, name, formats, source=args.model, activation=args.activation)
     for path in paths.values():
         print(path)
     if not args.no_check:

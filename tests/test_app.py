@@ -107,6 +107,18 @@ def test_handler_explains_bad_input(files, tmp_path):
     assert demo.analyse(None).status == "Upload a file or record a clip first."
 
 
+def test_page_says_what_went_wrong_instead_of_dying(files, tmp_path, monkeypatch, capsys):
+    demo = Demo(load_checkpoint(files["ckpt"]).place("cpu", "fp32"), CLASSES, work_dir=tmp_path)
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("not enough memory")
+
+    monkeypatch.setattr(demo, "analyse", out_of_memory)
+    status, top, plot, downloads = demo.page_outputs(str(files["clip"]), None, None, 3, "sigmoid", False)
+    assert status == "**Failed:** RuntimeError: not enough memory" and top is None and downloads is None
+    assert "Traceback" in capsys.readouterr().err  # and the server's log has the details
+
+
 @pytest.mark.slow
 def test_demo_and_export_commands_do_not_import_sacred():
     code = "import sys, app, export, inference; print(sorted(m for m in sys.modules if m.split('.')[0] == 'sacred'))"
