@@ -96,6 +96,38 @@ def test_handler_gives_what_inference_gives(files, tmp_path):
     assert len(one_window.top) == 2 and "every 2 s" in one_window.status
 
 
+def test_released_models_and_ensembles_open_in_the_page(files, tmp_path, monkeypatch):
+    """Names resolve as in inference.py: a "released" tiny architecture (its release file in an
+    offline torch hub cache) and an ensemble of it, named by AudioSet's labels (the cached list)."""
+    import torch
+
+    from app import build_page
+    from audioset.synthetic import write_labels_csv
+    from inference import class_names_for, load_model
+    from models.checkpoints import cache_path
+    from models.passt import ARCHS, ArchConfig, get_model
+    from models.registry import ENSEMBLES
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    arch = ArchConfig("tiny_release", "https://example.invalid/tiny.pt", "test only", embed_dim=32, depth=1,
+                      num_heads=2, input_tdim=200)
+    monkeypatch.setitem(ARCHS, arch.name, arch)
+    monkeypatch.setitem(ENSEMBLES, "tiny_ensemble", (".0", ["tiny_release", "tiny_release"]))
+    cache_path(arch.url).parent.mkdir(parents=True)
+    torch.save(get_model(pretrained=False, depth=1, embed_dim=32, num_heads=2, input_tdim=200).state_dict(),
+               cache_path(arch.url))
+    (tmp_path / "torch" / "hub" / "audioset").mkdir()
+    write_labels_csv(tmp_path / "torch" / "hub" / "audioset" / "class_labels_indices.csv", 527)
+    for spec in ("tiny_release", "tiny_ensemble"):
+        model = load_model(spec).place("cpu", "fp32")
+        demo = Demo(model, class_names_for(model, None), work_dir=tmp_path / spec)
+        result = demo.analyse(str(files["clip"]), top_k=4)
+        assert len(result.top) == 4 and all(name.startswith("Synthetic label") for name in result.top), spec
+        expected = next(tag_files(model, [files["clip"]]))
+        assert list(result.top) == [demo.class_names[c] for c, _, _ in expected.top(4)]
+        assert build_page(demo, None, None, 4, "sigmoid") is not None  # the page builds for it (not served)
+
+
 def test_handler_explains_bad_input(files, tmp_path):
     demo = Demo(load_checkpoint(files["ckpt"]).place("cpu", "fp32"), CLASSES, work_dir=tmp_path)
     bad = demo.analyse(str(files["bad"]))
