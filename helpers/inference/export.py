@@ -10,8 +10,8 @@ carries the class names and what a caller needs to feed the model.
 The front end is :class:`DftMelFrontEnd`: the eval-mode ``AugmentMelSTFT`` with its STFT written
 as a convolution with a windowed DFT basis. ONNX has an STFT operator (opset 17), but
 onnxruntime runs it on the CPU only, and ``torch.stft`` returns complex numbers that exporters
-handle unevenly; a convolution runs on every execution provider. It costs about 2 GFLOP per 10 s
-clip (under 1% of PaSST-S) and is as exact as ``torch.stft`` in fp32 (both differ from a float64
+handle unevenly; a convolution runs on every execution provider. It costs 1.6 GFLOP per 10 s
+clip (0.6% of PaSST-S) and is as exact as ``torch.stft`` in fp32 (both differ from a float64
 reference by up to ~6e-5 on the normalised log-mel; ``tests/test_export.py``).
 """
 
