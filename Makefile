@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
+# the model of `make app` and `make export`: a released architecture, ensemble or checkpoint file
+MODEL ?= passt_s_kd_p16_128_ap486
 
-.PHONY: install test demo bench lint clean
+.PHONY: install browser test demo app export bench lint clean
 
-install: $(STAMP)
+install: $(STAMP) browser
 
 # Re-installs only when requirements.txt changed since the last install.
 $(STAMP): requirements.txt
@@ -15,14 +18,30 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
+# Debian's Chromium for the web demo's browser test (Playwright drives it; it downloads no browser).
+# apt-get as root (CI), else through sudo.
+browser:
+	@test -x $(CHROMIUM) || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing Debian's chromium for the browser test"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
 # The whole suite with this machine's CPU precision decision, then the tests whose outcome depends on
 # that decision (marked `precision`) with the other one (PASST_CPU_PRECISION), so every machine runs both.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest
 	$(PY) -m pytest -m precision --cpu-precision=other
 
 demo: $(STAMP)
 	$(PY) demo.py
+
+# the web demo on http://127.0.0.1:7860 (`make app MODEL=path/to/last.ckpt`)
+app: $(STAMP)
+	$(PY) app.py --model $(MODEL)
+
+# ONNX + torch.export files of MODEL in exported/
+export: $(STAMP)
+	$(PY) export.py --model $(MODEL)
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_speed.py

@@ -5,8 +5,9 @@ a few keys of the config tree (described by ``print_config``).
 
 * one per released architecture, named after it (``passt_s_swa_p16_s16_128_ap473``, ...) and
   made from the registry :data:`models.passt.ARCHS` (strides, clip length, STFT hop), plus the
-  original framework's short names for some of them (:data:`SHORT_NAMES`);
-* the original's ensembles, whose members' strides also come from the registry;
+  original framework's short names for some of them (:data:`models.registry.SHORT_NAMES`);
+* the original's ensembles (:data:`models.registry.ENSEMBLES`), whose members' strides come from
+  the registry;
 * training switches (``nomixup``, ``mini_train``, ``tiny_model``, ``dynamic_roll``, ...).
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 
-# every experiment script and inference.py import this module first: sacred 0.8.7 imports
+# every experiment script imports this module first: sacred 0.8.7 imports
 # pkg_resources, which the setuptools it needs (<82) declares deprecated at every start
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
@@ -24,33 +25,16 @@ with warnings.catch_warnings():
     from sacred.config.config_dict import ConfigDict
 
 from models.passt import ARCHS, ArchConfig
+from models.registry import ENSEMBLES, SHORT_NAMES
 
 #: the AudioSet-trained PaSST-S that ESC-50, OpenMIC, FSD50K and your own data are fine-tuned from
 #: (the original's get_model default; its paper results started from passt_s_swa_p16_128_ap476)
 FINETUNE_FROM = "passt_s_kd_p16_128_ap486"
 
-#: the original framework's named configs for released models: name -> (arch, extra config updates)
-SHORT_NAMES: dict[str, tuple[str, dict]] = {
-    "passt_s_ap476": ("passt_s_swa_p16_128_ap476", {}),
-    "passt_s_ap4763": ("passt_s_swa_p16_128_ap4761", {}),  # the original named the ap.4761 release "ap4763"
-    "passt_s_ap472": ("passt_s_p16_128_ap472", {}),
-    "passt_s_20sec": ("passt_s_f128_20sec_p16_s10_ap474", {"basedataset": {"clip_length": 20}}),
-    "passt_s_30sec": ("passt_s_f128_30sec_p16_s10_ap473", {"basedataset": {"clip_length": 30}}),
-}
-
-#: the original's ensembles of released AudioSet models, with the mAP they reach
-ENSEMBLES: dict[str, tuple[str, list[str]]] = {
-    "ensemble_s10": (".4864", ["passt_s_swa_p16_128_ap476", "passt_s_swa_p16_128_ap4761", "passt_s_p16_128_ap472"]),
-    "ensemble_many": (".4956", [
-        "passt_s_swa_p16_128_ap476", "passt_s_swa_p16_128_ap4761", "passt_s_p16_128_ap472",
-        "passt_s_p16_s12_128_ap470", "passt_s_swa_p16_s12_128_ap473", "passt_s_p16_s14_128_ap469",
-        "passt_s_swa_p16_s14_128_ap471", "passt_s_swa_p16_s16_128_ap473", "passt_s_p16_s16_128_ap468"]),
-    "ensemble_4": (".4926", ["passt_s_swa_p16_128_ap476", "passt_s_swa_p16_s12_128_ap473",
-                             "passt_s_swa_p16_s14_128_ap471", "passt_s_swa_p16_s16_128_ap473"]),
-    "ensemble_5": (".49459", ["passt_s_swa_p16_128_ap476", "passt_s_swa_p16_128_ap4761",
-                              "passt_s_swa_p16_s12_128_ap473", "passt_s_swa_p16_s14_128_ap471",
-                              "passt_s_swa_p16_s16_128_ap473"]),
-    "ensemble_s16_14": (".48579", ["passt_s_swa_p16_s14_128_ap471", "passt_s_swa_p16_s16_128_ap473"]),
+#: what a short name (:data:`models.registry.SHORT_NAMES`) sets beyond its architecture's released config
+SHORT_NAME_UPDATES: dict[str, dict] = {
+    "passt_s_20sec": {"basedataset": {"clip_length": 20}},
+    "passt_s_30sec": {"basedataset": {"clip_length": 30}},
 }
 
 
@@ -82,9 +66,10 @@ def add_configs(ex: Experiment) -> None:
     for arch in ARCHS.values():
         if not arch.imagenet:
             _add(ex, arch.name, released_model_config(arch), f"Released weights: {arch.description}.")
-    for name, (arch_name, extra) in SHORT_NAMES.items():
+    for name, arch_name in SHORT_NAMES.items():
         arch = ARCHS[arch_name]
-        _add(ex, name, _merged(released_model_config(arch), extra), f"= {arch_name}: {arch.description}.")
+        _add(ex, name, _merged(released_model_config(arch), SHORT_NAME_UPDATES.get(name, {})),
+             f"= {arch_name}: {arch.description}.")
     for name, (map_, members) in ENSEMBLES.items():
         entries = [[m, ARCHS[m].fstride, ARCHS[m].tstride] for m in members]
         _add(ex, name, {"models": {"ensemble": entries}},

@@ -26,11 +26,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from audioset.prepare_scripts.labels import ensure_labels_csv, read_display_names
-from config_updates import ENSEMBLES, SHORT_NAMES
 from helpers.inference import hear, outputs
 from helpers.inference.model import InferenceModel, load_checkpoint, load_ensemble, load_released
 from helpers.inference.tagging import ACTIVATIONS, find_audio_files, tag_files
 from models.checkpoints import CheckpointError
+from models.registry import ENSEMBLES, SHORT_NAMES
 
 DEFAULT_MODEL = "passt_s_kd_p16_128_ap486"  # the best single released AudioSet model (mAP .486)
 AUDIOSET_CLASSES = 527
@@ -45,7 +45,7 @@ def load_model(spec: str, swa: bool = False, arch: str | None = None, trust_chec
     if spec in ENSEMBLES:
         return load_ensemble(ENSEMBLES[spec][1], name=spec)
     try:
-        return load_released(SHORT_NAMES[spec][0] if spec in SHORT_NAMES else spec)
+        return load_released(SHORT_NAMES.get(spec, spec))
     except ValueError as err:
         raise ValueError(f"{err}; ensembles: {', '.join(ENSEMBLES)}; short names: {', '.join(SHORT_NAMES)}; "
                          f"or a checkpoint file") from None
@@ -73,6 +73,19 @@ def class_names_for(model: InferenceModel, labels: str | None) -> list[str]:
     print(f"note: no class names for this model's {model.n_classes} outputs; pass --labels FILE to name them",
           file=sys.stderr)
     return [f"class {i}" for i in range(model.n_classes)]
+
+
+def window_and_hop(model: InferenceModel, window_s: float | None, hop_s: float | None) -> tuple[int, int]:
+    """``--window`` and ``--hop`` (seconds; None: the model's window and half of it) in samples, checked."""
+    sr = model.sample_rate
+    window = round(window_s * sr) if window_s else model.window
+    if not model.min_samples <= window <= model.max_samples:
+        raise ValueError(f"the window (--window) must be between {model.min_samples / sr:.3f} and "
+                         f"{model.max_samples / sr:.3f} s for this model")
+    hop = round(hop_s * sr) if hop_s else window // 2
+    if not 0 < hop <= window:
+        raise ValueError("the hop (--hop) must be positive and at most the window")
+    return window, hop
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -122,15 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         raise FileNotFoundError(f"no such file: {', '.join(map(str, files))}")
     model = load_model(args.model, args.swa, args.arch, args.trust_checkpoint).place(args.device, args.precision)
     names = class_names_for(model, args.labels)
-    sr = model.sample_rate
-    window = round(args.window * sr) if args.window else model.window
-    if not model.min_samples <= window <= model.max_samples:
-        raise ValueError(f"--window must be between {model.min_samples / sr:.3f} and "
-                         f"{model.max_samples / sr:.3f} s for this model")
-    hop = round(args.hop * sr) if args.hop else window // 2
-    if not 0 < hop <= window:
-        raise ValueError("--hop must be positive and at most the window")
-    print(f"{model.describe()}; hop {hop / sr:g} s; {len(files)} file(s)", file=sys.stderr)
+    window, hop = window_and_hop(model, args.window, args.hop)
+    print(f"{model.describe()}; hop {hop / model.sample_rate:g} s; {len(files)} file(s)", file=sys.stderr)
 
     if args.embeddings:
         hear.configure(model, batch_size=args.batch_size)

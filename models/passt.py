@@ -329,7 +329,9 @@ class PaSST(nn.Module):
         if self.training and n_patches < available:
             offset = torch.randint(available - n_patches + 1, (1,), device=enc.device)
             return enc.index_select(3, offset + torch.arange(n_patches, device=enc.device)), n_patches
-        return enc[..., :n_patches], n_patches
+        # a gather, not a slice: traced with a dynamic clip length (torch.export, ONNX), a slice view
+        # asks whether it covers every encoding (its contiguity), which would pin the length
+        return enc.index_select(3, torch.arange(n_patches, device=enc.device)), n_patches
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Token outputs after the final norm: ``[batch, num_tokens, embed_dim]``."""
