@@ -32,23 +32,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from train_speed import run_child
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from train_speed import run_child  # noqa: E402
-
-from helpers.training.speed import machine_description, synchronize, time_steps  # noqa: E402
+from helpers.training.speed import machine_description, synchronize, time_steps
 
 #: network sizes: PaSST-S as released, and smaller ones for CPU runs (same loop, cheaper network)
 MODELS = {
@@ -140,7 +134,7 @@ def matmul_chain(precision: str, device: str) -> tuple[Callable[[], None], float
 def build_module(model: str, compiled: bool):
     from helpers.training.module import AudioModule
     from helpers.training.tasks import MultiLabelTask
-    from models.passt import get_model
+    from models.build import get_model
     from models.preprocess import AugmentMelSTFT
 
     torch.manual_seed(0)
@@ -177,7 +171,8 @@ def measure_loop(model: str, batch: int, steps: int, rounds: int, warmup: int, d
 
     from helpers.experiment.trainer import build_trainer
     from helpers.training.optim import make_optimizer
-    from models.passt import flops_per_example, get_model
+    from models.build import get_model
+    from models.passt import flops_per_example
 
     module = build_module(model, compiled)
     data = waveforms_in_ram(2 * batch)

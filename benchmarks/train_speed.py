@@ -25,15 +25,11 @@ import resource
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from helpers.training.speed import machine_description, time_steps  # noqa: E402
+from helpers.training.speed import machine_description, time_steps
 
 SETTINGS = {
     "no patchout": dict(fstride=10, tstride=10),
@@ -47,7 +43,7 @@ FRAMES = 998
 def build(impl: str, setting: dict) -> torch.nn.Module:
     """PaSST-S with random weights from this project or from the original package."""
     if impl == "ours":
-        from models.passt import get_model
+        from models.build import get_model
 
         return get_model(pretrained=False, **setting)
     from hear21passt.models.passt import PaSST as OriginalPaSST
@@ -100,7 +96,8 @@ def measure_training(impl: str, setting_name: str, precision: str, device: str, 
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    from models.passt import flops_per_example, get_model
+    from models.build import get_model
+    from models.passt import flops_per_example
 
     with torch.device("meta"):
         reference = get_model(pretrained=False, **SETTINGS[setting_name])

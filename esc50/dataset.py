@@ -30,7 +30,7 @@ from helpers.data.augment import augment_training_set
 
 dataset = Ingredient("basedataset")
 
-PREPARE_COMMAND = "python -m esc50.prepare_scripts.download_preprocess --out <base_dir>  (see esc50/README.md)"
+PREPARE_COMMAND = "python -m esc50.prepare_scripts.download_preprocess --out-dir <base_dir>  (see esc50/README.md)"
 
 
 @dataset.config

@@ -1,7 +1,9 @@
 """Shared pytest fixtures.
 
 * ``_test_environment`` (session, autouse): wandb offline with all its folders in a temporary
-  directory, and a small torch thread count so tests do not oversubscribe the CPU.
+  directory, a small torch thread count so tests do not oversubscribe the CPU, and ``PYTHONPATH``
+  naming this checkout, so that the commands and helper scripts the tests start as subprocesses
+  import this checkout's packages (as pytest's ``pythonpath`` does in-process), whichever copy is installed.
 * ``mini_audioset`` (session): a tiny synthetic AudioSet made with the real prepare script (see
   :func:`audioset.synthetic.build_mini_audioset` for the returned keys).
 * ``write_audio``: a helper writing a waveform as .wav/.mp3/.flac.
@@ -17,6 +19,7 @@ outcome depends on that decision) with ``other``, so each machine runs both bran
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +27,8 @@ from downstream_data import prepared_esc50, prepared_fsd50k, prepared_openmic
 
 from audioset.synthetic import build_mini_audioset, write_audio_file
 from models.precision import CPU_PRECISION_ENV, cpu_has_fast_bf16
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -55,6 +60,7 @@ def _test_environment(tmp_path_factory: pytest.TempPathFactory):
     for var, sub in folders.items():
         (root / sub).mkdir()
         mp.setenv(var, str(root / sub))
+    mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     yield

@@ -28,7 +28,7 @@ from original_layout import original_forward, original_state_dict, save_original
 from helpers.inference import hear
 from helpers.inference.model import load_checkpoint
 from helpers.training.checkpoint_io import AtomicCheckpointIO
-from models.build import build_net
+from models.build import build_net, get_model
 from models.checkpoints import (
     CheckpointError,
     TrustedCheckpointWarning,
@@ -36,8 +36,9 @@ from models.checkpoints import (
     extract_state_dict,
     read_checkpoint,
 )
-from models.passt import ARCHS, ArchConfig, get_model, load_weights
+from models.passt_weights import load_weights
 from models.preprocess import AugmentMelSTFT
+from models.registry import ARCHS, ArchConfig
 from models.safetensors_file import write_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.precision  # must learn in fp32 and in bf16
 def test_demo_learns_the_synthetic_classes(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "demo.py"), "--out", str(tmp_path)], cwd=ROOT,
+    done = subprocess.run([sys.executable, str(ROOT / "demo.py"), "--out-dir", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads((tmp_path / "sacred" / "1" / "run.json").read_text())

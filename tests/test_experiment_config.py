@@ -13,9 +13,9 @@ import torch
 from ex_audioset import ex
 from helpers.experiment.loggers import default_wandb_mode
 from helpers.experiment.trainer import build_trainer, ddp_strategy, fast_fp32_matmuls, translate_legacy_keys
-from models.passt import ARCHS, get_model
+from models.build import get_model
 from models.preprocess import AugmentMelSTFT
-from models.registry import ENSEMBLES, SHORT_NAMES
+from models.registry import ARCHS, ENSEMBLES, SHORT_NAMES
 
 STRIP_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 QUIET = {"--loglevel": "ERROR"}

@@ -64,7 +64,7 @@ def exported(tmp_path_factory) -> dict:
     """A tiny 10 s checkpoint with class names, exported by the real command (one subprocess)."""
     root = tmp_path_factory.mktemp("export")
     ckpt = write_tiny_checkpoint(root / "tagger.ckpt", CLASSES, seed=3)
-    proc = subprocess.run([sys.executable, str(ROOT / "export.py"), "--model", str(ckpt), "--out", str(root / "out")],
+    proc = subprocess.run([sys.executable, str(ROOT / "export.py"), "--model", str(ckpt), "--out-dir", str(root / "out")],
                           capture_output=True, text=True, cwd=root, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"ckpt": ckpt, "out": root / "out", "stdout": proc.stdout, "stderr": proc.stderr}

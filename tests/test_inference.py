@@ -19,14 +19,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import inference as cli
 from helpers.data.audio_io import load_audio
-from helpers.inference import hear
-from helpers.inference.model import InferenceModel, load_checkpoint, load_released
+from helpers.inference import cli, hear
+from helpers.inference.model import InferenceModel, load_checkpoint, load_model, load_released
 from helpers.inference.tagging import tag_files, tag_waveform, window_starts
-from models.checkpoints import CheckpointError, cache_path
-from models.passt import ARCHS, ArchConfig, get_model
+from models.build import get_model
+from models.checkpoints import CheckpointError
+from models.hub_cache import cache_path
 from models.preprocess import AugmentMelSTFT
+from models.registry import ARCHS, ArchConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 32000
@@ -333,9 +334,9 @@ def test_cli_tags_files_writes_outputs_and_fails_on_bad_files(offline_home, tmp_
 
 def test_model_names_resolve_to_checkpoints_ensembles_and_archs(offline_home, tiny_release, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
-        cli.load_model(str(tmp_path / "missing.ckpt"))
+        load_model(str(tmp_path / "missing.ckpt"))
     with pytest.raises(ValueError, match="Known architectures"):
-        cli.load_model("no_such_model")
+        load_model("no_such_model")
     with pytest.raises(RuntimeError, match="passt-s-f128-p16-s10-ap.476-swa.pt"):  # first member, offline
-        cli.load_model("ensemble_s10")
-    assert cli.load_model("tiny_release").name == "tiny_release"
+        load_model("ensemble_s10")
+    assert load_model("tiny_release").name == "tiny_release"

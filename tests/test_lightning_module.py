@@ -9,7 +9,8 @@ from torch.utils.data import DataLoader, Dataset
 from helpers.training.module import AudioModule, no_weight_decay_names
 from helpers.training.swa import SWACallback
 from helpers.training.tasks import MultiClassTask, MultiLabelTask
-from models.passt import get_model, load_weights
+from models.build import get_model
+from models.passt_weights import load_weights
 from models.preprocess import AugmentMelSTFT
 
 N_CLASSES = 5

@@ -34,7 +34,7 @@ from helpers.training.nonfinite import NonFiniteGuard
 from helpers.training.optim import make_optimizer
 from helpers.training.resume import StepSeeds, TrainingPosition
 from helpers.training.tasks import MultiLabelTask
-from models.passt import get_model
+from models.build import get_model
 from models.preprocess import AugmentMelSTFT
 
 N_CLASSES = 5

@@ -28,10 +28,10 @@ import inference as tagging_cli
 from audioset.synthetic import write_labels_csv
 from helpers.inference import hear
 from helpers.inference.model import load_checkpoint
-from models.checkpoints import cache_path
-from models.ensemble import get_ensemble_model
-from models.passt import ARCHS, ArchConfig, get_model, load_weights
-from models.registry import ENSEMBLES
+from models.build import get_ensemble_model, get_model
+from models.hub_cache import cache_path
+from models.passt_weights import load_weights
+from models.registry import ARCHS, ENSEMBLES, ArchConfig
 
 PINNED = Path(__file__).with_name("pinned_outputs.json")
 RECORD = os.environ.get("PASST_RECORD_PINNED") == "1"
