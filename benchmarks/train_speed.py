@@ -27,9 +27,9 @@ import sys
 import warnings
 
 import torch
-import torch.nn.functional as F
 
-from helpers.training.speed import machine_description, time_steps
+from helpers.training.speed import machine_description, time_steps, training_step
+from helpers.training.tasks import MultiLabelTask
 
 SETTINGS = {
     "no patchout": dict(fstride=10, tstride=10),
@@ -74,17 +74,16 @@ def measure_training(impl: str, setting_name: str, precision: str, device: str, 
     torch.manual_seed(0)
     model = build(impl, SETTINGS[setting_name]).to(device).train()
     optimizer = make_training_optimizer(impl, model, same_optimizer)
-    x = torch.randn(batch, 1, 128, FRAMES, device=device)
-    y = (torch.rand(batch, 527, device=device) < 0.05).float()
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+    spectrograms = torch.randn(batch, 1, 128, FRAMES, device=device)
+    targets = (torch.rand(batch, 527, device=device) < 0.05).float()
+    dtype = torch.bfloat16 if precision == "bf16" else None
+
+    def quiet_forward(x):  # the original prints shapes in its forward
+        with contextlib.redirect_stdout(io.StringIO()):
+            return model(x)
 
     def step():
-        with autocast, contextlib.redirect_stdout(io.StringIO()):
-            logits, _ = model(x)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        training_step(quiet_forward, spectrograms, targets, MultiLabelTask().loss, optimizer, dtype)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

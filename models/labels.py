@@ -103,44 +103,44 @@ def label_file(label_set: str, path: str | os.PathLike | None = None) -> Path:
         FileNotFoundError: ``path`` was given but does not exist.
         RuntimeError: the download failed (e.g. offline); names the URL and where to put the file.
     """
-    spec = LABEL_SETS[label_set]
+    entry = LABEL_SETS[label_set]
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"label list not found: {path} (the official file is {spec.url})")
+            raise FileNotFoundError(f"label list not found: {path} (the official file is {entry.url})")
         return path
     cached = labels_cache_path(label_set)
     if cached.is_file():
         return cached
     hint = " (or pass --labels FILE)"
-    if not spec.member:
-        cached_download(spec.url, f"the {spec.name} label list", cached, offline_hint=hint)
+    if not entry.member:
+        cached_download(entry.url, f"the {entry.name} label list", cached, offline_hint=hint)
     else:
-        archive = cached_download(spec.url, f"the {spec.name} label list (in {spec.member})",
-                                  cached.with_name(spec.url.rsplit("/", 1)[-1].split("?")[0]),
-                                  offline_hint=f"; or put {Path(spec.member).name} itself at {cached}{hint}")
-        _unpack_member(archive, spec, cached)
-    _READERS[spec.file_format](cached)  # fail now, not halfway through, if the download is not the label list
+        archive = cached_download(entry.url, f"the {entry.name} label list (in {entry.member})",
+                                  cached.with_name(entry.url.rsplit("/", 1)[-1].split("?")[0]),
+                                  offline_hint=f"; or put {Path(entry.member).name} itself at {cached}{hint}")
+        _unpack_member(archive, entry, cached)
+    _READERS[entry.file_format](cached)  # fail now, not halfway through, if the download is not the label list
     return cached
 
 
-def _unpack_member(archive: Path, spec: LabelSet, target: Path) -> None:
-    """``spec.member`` of the zip ``archive`` written to ``target`` (through a temporary name), the zip removed."""
+def _unpack_member(archive: Path, entry: LabelSet, target: Path) -> None:
+    """``entry.member`` of the zip ``archive`` written to ``target`` (through a temporary name), the zip removed."""
     with zipfile.ZipFile(archive) as zf:
         try:
-            data = zf.read(spec.member)
+            data = zf.read(entry.member)
         except KeyError:
-            raise ValueError(f"{archive} holds no {spec.member}; delete it and run again to download it again") from None
+            raise ValueError(f"{archive} holds no {entry.member}; delete it and run again to download it again") from None
     partial = target.with_name(target.name + ".partial")
     partial.write_bytes(data)
     os.replace(partial, target)
     archive.unlink()
 
 
-def _check(spec: LabelSet, path: Path) -> list[str]:
-    names = _READERS[spec.file_format](path)
-    if len(names) != spec.n_classes:
-        raise ValueError(f"{path} names {len(names)} classes; {spec.description} are {spec.n_classes}")
+def _check(entry: LabelSet, path: Path) -> list[str]:
+    names = _READERS[entry.file_format](path)
+    if len(names) != entry.n_classes:
+        raise ValueError(f"{path} names {len(names)} classes; {entry.description} are {entry.n_classes}")
     return names
 
 
@@ -151,7 +151,7 @@ def ensure_labels_csv(path: str | os.PathLike | None = None) -> Path:
 
 def class_names(label_set: str) -> list[str]:
     """The class names of ``label_set`` (a :data:`models.registry.LABEL_SETS` key), fetched when needed."""
-    spec = LABEL_SETS[label_set]
-    if spec.names:
-        return list(spec.names)
-    return _check(spec, label_file(label_set))
+    entry = LABEL_SETS[label_set]
+    if entry.names:
+        return list(entry.names)
+    return _check(entry, label_file(label_set))

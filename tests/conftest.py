@@ -4,6 +4,8 @@
   directory, a small torch thread count so tests do not oversubscribe the CPU, and ``PYTHONPATH``
   naming this checkout, so that the commands and helper scripts the tests start as subprocesses
   import this checkout's packages (as pytest's ``pythonpath`` does in-process), whichever copy is installed.
+* ``offline_home``: an empty torch hub cache (``TORCH_HOME``, returned) and no network: downloads fail
+  as offline; release files and label lists a test puts there are found.
 * ``mini_audioset`` (session): a tiny synthetic AudioSet made with the real prepare script (see
   :func:`audioset.synthetic.build_mini_audioset` for the returned keys).
 * ``write_audio``: a helper writing a waveform as .wav/.mp3/.flac.
@@ -19,6 +21,7 @@ outcome depends on that decision) with ``other``, so each machine runs both bran
 from __future__ import annotations
 
 import os
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -66,6 +69,19 @@ def _test_environment(tmp_path_factory: pytest.TempPathFactory):
     yield
     torch.set_num_threads(previous_threads)
     mp.undo()
+
+
+@pytest.fixture
+def offline_home(tmp_path, monkeypatch):
+    """An empty torch hub cache (``TORCH_HOME``; the hub folder is ``<it>/hub``) and no network."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # honour TORCH_HOME even if set_dir was used
+
+    def refuse(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    return tmp_path / "torch"
 
 
 @pytest.fixture

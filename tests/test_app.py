@@ -119,11 +119,11 @@ def test_released_models_and_ensembles_open_in_the_page(files, tmp_path, monkeyp
                cache_path(arch.url))
     (tmp_path / "torch" / "hub" / "audioset").mkdir()
     write_labels_csv(tmp_path / "torch" / "hub" / "audioset" / "class_labels_indices.csv", 527)
-    for spec in ("tiny_release", "tiny_ensemble"):
-        model = load_model(spec).place("cpu", "fp32")
-        demo = Demo(model, class_names_for(model, None), work_dir=tmp_path / spec)
+    for name in ("tiny_release", "tiny_ensemble"):
+        model = load_model(name).place("cpu", "fp32")
+        demo = Demo(model, class_names_for(model, None), work_dir=tmp_path / name)
         result = demo.analyse(str(files["clip"]), top_k=4)
-        assert len(result.top) == 4 and all(name.startswith("Synthetic label") for name in result.top), spec
+        assert len(result.top) == 4 and all(name.startswith("Synthetic label") for name in result.top), name
         expected = next(tag_files(model, [files["clip"]]))
         assert list(result.top) == [demo.class_names[c] for c, _, _ in expected.top(4)]
         assert build_page(demo, None, None, 4, "sigmoid") is not None  # the page builds for it (not served)

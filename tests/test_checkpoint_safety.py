@@ -199,9 +199,9 @@ def test_original_framework_lightning_checkpoint_loads_safely_with_the_same_outp
     # the inference loader: its front end, then the same network
     model = load_checkpoint(path, arch=tiny_arch.name).place("cpu", "fp32")
     wave = torch.randn(1, SR * 2) * 0.1
-    spec = AugmentMelSTFT().eval()(wave).unsqueeze(1)
+    spectrograms = AugmentMelSTFT().eval()(wave).unsqueeze(1)
     with torch.no_grad():
-        torch.testing.assert_close(model(wave)[0], original_forward(live, spec, (10, 10), 4)[0], atol=1e-4, rtol=0)
+        torch.testing.assert_close(model(wave)[0], original_forward(live, spectrograms, (10, 10), 4)[0], atol=1e-4, rtol=0)
 
 
 def test_safetensors_export_loads_as_its_checkpoint_with_record_and_swa(tmp_path):

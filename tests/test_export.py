@@ -33,9 +33,9 @@ ATOL = 1e-4
 def float64_log_mel(mel: AugmentMelSTFT, wave: torch.Tensor) -> torch.Tensor:
     """The eval front end's function computed in float64 with torch.stft: the reference for both."""
     x = F.conv1d(wave.double().unsqueeze(1), mel.preemphasis.double()).squeeze(1)
-    spec = torch.stft(x, mel.n_fft, hop_length=mel.hopsize, win_length=mel.win_length, window=mel.window.double(),
+    stft = torch.stft(x, mel.n_fft, hop_length=mel.hopsize, win_length=mel.win_length, window=mel.window.double(),
                       center=True, return_complex=True)
-    return ((mel.eval_mel_basis.double() @ spec.abs().square() + 1e-5).log() + 4.5) / 5.0
+    return ((mel.eval_mel_basis.double() @ stft.abs().square() + 1e-5).log() + 4.5) / 5.0
 
 
 @pytest.mark.parametrize(("n_mels", "hopsize"), [(128, 320), (128, 160), (128, 100), (64, 320)])

@@ -10,7 +10,6 @@ import csv
 import json
 import subprocess
 import sys
-import urllib.error
 from pathlib import Path
 
 import av
@@ -32,18 +31,6 @@ from models.registry import ARCHS, ArchConfig
 ROOT = Path(__file__).resolve().parents[1]
 SR = 32000
 TINY_NET = dict(depth=1, embed_dim=32, num_heads=2, input_tdim=200)  # time encodings for 2 s
-
-
-@pytest.fixture
-def offline_home(tmp_path, monkeypatch):
-    """An empty torch hub cache and no network."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-    def refuse(url, dst, *args, **kwargs):
-        raise urllib.error.URLError("network is unreachable")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    return tmp_path / "torch"
 
 
 @pytest.fixture
@@ -181,12 +168,12 @@ def test_checkpoint_rebuilds_and_names_its_network(offline_home, tmp_path):
     torch.save({"state_dict": state, "passt": {"experiment": "mine", "models": tiny_models_config(),
                                               "class_names": ["dog", "cat", "bird"]}}, path)
     wave = torch.from_numpy(tone(2))[None]
-    spec = AugmentMelSTFT().eval()(wave).unsqueeze(1)
+    spectrograms = AugmentMelSTFT().eval()(wave).unsqueeze(1)
     for use_swa, net in ((False, live), (True, swa)):
         model = load_checkpoint(path, swa=use_swa).place("cpu", "fp32")
         assert model.class_names == ["dog", "cat", "bird"]
         with torch.no_grad():
-            torch.testing.assert_close(model(wave)[0], net.eval()(spec)[0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(model(wave)[0], net.eval()(spectrograms)[0], atol=1e-5, rtol=0)
 
 
 def test_ensemble_checkpoint(offline_home, tmp_path):
@@ -199,9 +186,9 @@ def test_ensemble_checkpoint(offline_home, tmp_path):
     torch.save({"state_dict": state, "passt": {"models": cfg, "class_names": None}}, tmp_path / "ens.ckpt")
     model = load_checkpoint(tmp_path / "ens.ckpt").place("cpu", "fp32")
     wave = torch.from_numpy(tone(1))[None]
-    spec = AugmentMelSTFT().eval()(wave).unsqueeze(1)
+    spectrograms = AugmentMelSTFT().eval()(wave).unsqueeze(1)
     with torch.no_grad():
-        expected = torch.stack([m.eval()(spec)[0] for m in members]).mean(0)
+        expected = torch.stack([m.eval()(spectrograms)[0] for m in members]).mean(0)
         torch.testing.assert_close(model(wave)[0], expected, atol=1e-5, rtol=0)
     assert model.class_names is None and model.embedding_size == 64
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -61,18 +60,6 @@ def _waveform(seconds: float, seed: int = 3) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(int(seconds * 32000)) / 32000
     return (0.3 * torch.sin(2 * torch.pi * 440 * t) + 0.05 * torch.randn(t.shape, generator=g)).float()
-
-
-@pytest.fixture
-def offline_home(tmp_path, monkeypatch):
-    """An empty torch hub cache and no network."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-    def refuse(url, dst, *args, **kwargs):
-        raise urllib.error.URLError("network is unreachable")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    return tmp_path / "torch"
 
 
 def _tiny_released(name: str, seed: int, monkeypatch, **settings) -> ArchConfig:

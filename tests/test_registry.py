@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import urllib.error
 import zipfile
 from pathlib import Path
 
@@ -66,18 +65,6 @@ def test_short_names_build_with_get_model():
     assert net.arch == "passt_s_f128_20sec_p16_s10_ap474"
 
 
-@pytest.fixture
-def offline_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)
-
-    def refuse(url, dst, *args, **kwargs):
-        raise urllib.error.URLError("network is unreachable")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    return tmp_path / "torch" / "hub"
-
-
 def _ground_truth_zip(n: int = 200) -> bytes:
     """FSD50K's ground-truth archive as Zenodo serves it, with a made-up vocabulary."""
     rows = "".join(f"{i},Sound_{i},/m/fake{i:03d}\n" for i in range(n))
@@ -102,7 +89,7 @@ def test_fsd50k_names_are_fetched_once_from_the_ground_truth_zip(offline_home, m
     monkeypatch.setattr(torch.hub, "download_url_to_file", serve)
     names = labels.class_names("fsd50k")
     assert names[:2] == ["Sound_0", "Sound_1"] and len(names) == 200
-    cached = offline_home / "fsd50k" / "vocabulary.csv"
+    cached = offline_home / "hub" / "fsd50k" / "vocabulary.csv"
     assert cached.is_file() and list(cached.parent.iterdir()) == [cached]  # the zip is not kept
     assert labels.class_names("fsd50k") == names and fetched == [LABEL_SETS["fsd50k"].url]
 
@@ -116,8 +103,8 @@ def test_a_released_fsd50k_model_is_named_by_its_label_set(offline_home, monkeyp
     path.parent.mkdir(parents=True)
     torch.save(get_model(pretrained=False, n_classes=200, embed_dim=32, depth=1, num_heads=2,
                          input_tdim=200).state_dict(), path)
-    (offline_home / "fsd50k").mkdir()
-    (offline_home / "fsd50k" / "vocabulary.csv").write_text("".join(f"{i},Sound_{i},/m/x{i}\n" for i in range(200)))
+    (offline_home / "hub" / "fsd50k").mkdir()
+    (offline_home / "hub" / "fsd50k" / "vocabulary.csv").write_text("".join(f"{i},Sound_{i},/m/x{i}\n" for i in range(200)))
     model = load_model("tiny_fsd50k")
     assert model.label_set == "fsd50k"
     assert class_names_for(model, None)[199] == "Sound_199"

@@ -2,7 +2,8 @@
 
 This is the single description of the config keys: each key is declared below with its default
 and a one-line description, and ``python ex_<dataset>.py print_config`` shows both. The dataset
-ingredient (``basedataset``) describes its own keys next to their defaults in its ``dataset.py``.
+ingredient (``basedataset``) describes its own keys next to their defaults in its ``dataset.py``, the
+keys every dataset shares in :mod:`helpers.experiment.dataset_config`.
 
 Sections that pass their keys to a library accept every argument of that library, not only the
 keys listed here: ``trainer`` (``pytorch_lightning.Trainer``), ``models.net``

@@ -96,10 +96,10 @@ class InferenceModel(nn.Module):
         wave = wave.to(self.device, torch.float32)
         if wave.shape[-1] < self.min_samples:
             wave = nn.functional.pad(wave, (0, self.min_samples - wave.shape[-1]))
-        spec = self.mel(wave).unsqueeze(1)
+        spectrograms = self.mel(wave).unsqueeze(1)
         dtype = self.autocast_dtype
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits, embedding = self.net(spec)
+            logits, embedding = self.net(spectrograms)
         return logits.float(), embedding.float()
 
     def describe(self) -> str:
