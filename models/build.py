@@ -49,7 +49,7 @@ def get_model(
     name). The signature and defaults are those of the original framework (its ``get_model``
     defaults to the best single released model, ``passt_s_kd_p16_128_ap486``); ``depth``, ``embed_dim`` and
     ``num_heads`` override the architecture (for tiny models in tests and demos, from scratch),
-    and ``cut_depth`` drops blocks of a pretrained model (see :func:`cut_blocks`).
+    and ``cut_depth`` drops blocks of a pretrained model (see :func:`models.passt.cut_blocks`).
 
     With ``pretrained=True`` the release file is taken from ``$TORCH_HOME/hub/checkpoints/`` when
     present (no network), else downloaded there. A different ``n_classes`` re-initialises the

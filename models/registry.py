@@ -179,9 +179,9 @@ FINETUNE_FROM = DEFAULT_ARCH
 class LabelSet:
     """The class names of a dataset's outputs, in output order.
 
-    Either listed here (``names``), or read from a file fetched from ``url`` into the torch hub
-    cache (``cache_file``, relative to ``torch.hub.get_dir()``), when ``url`` is a zip archive
-    from its ``member``; ``file_format`` says how :mod:`models.labels` reads the file.
+    Either listed here (``names``), or read from a file fetched once from ``url`` into the torch
+    hub cache (``cache_file``, relative to ``torch.hub.get_dir()``); when ``url`` is a zip archive,
+    the file is its ``member``. ``file_format`` says how :mod:`models.labels` reads the file.
     """
 
     name: str
