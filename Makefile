@@ -11,11 +11,14 @@ MODEL ?= passt_s_kd_p16_128_ap486
 
 install: $(STAMP) browser
 
-# Re-installs only when requirements.txt changed since the last install.
-$(STAMP): requirements.txt
+# Re-installs only when requirements.txt or pyproject.toml changed since the last install. The project itself
+# is installed editable (`pip install -e .`, no dependency resolution: requirements.txt has installed them): its
+# packages import from any folder and the commands passt-tag, passt-export and passt-app are in $(VENV)/bin.
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 # Debian's Chromium for the web demo's browser test (Playwright drives it; it downloads no browser).

@@ -4,11 +4,15 @@ Use them after ``with``: ``python ex_audioset.py evaluate_only with passt_s_ap47
 a few keys of the config tree (described by ``print_config``).
 
 * one per released architecture, named after it (``passt_s_swa_p16_s16_128_ap473``, ...) and
-  made from the registry :data:`models.passt.ARCHS` (strides, clip length, STFT hop), plus the
-  original framework's short names for some of them (:data:`models.registry.SHORT_NAMES`);
+  made from the registry :data:`models.registry.ARCHS` (strides, clip length, STFT hop), plus the
+  original framework's short names for some of them (:data:`models.registry.SHORT_NAMES`; those
+  of the 20 s and 30 s models also set the clip length);
 * the original's ensembles (:data:`models.registry.ENSEMBLES`), whose members' strides come from
   the registry;
 * training switches (``nomixup``, ``mini_train``, ``tiny_model``, ``dynamic_roll``, ...).
+
+Nothing here is a fact of its own: every model name and setting comes from :mod:`models.registry`.
+:func:`finetune_config` is the fine-tuning recipe the downstream experiments share.
 """
 
 # Sacred named configs are functions whose local variables are the config updates.
@@ -24,8 +28,7 @@ with warnings.catch_warnings():
     from sacred import Experiment
     from sacred.config.config_dict import ConfigDict
 
-from models.passt import ARCHS, ArchConfig
-from models.registry import ENSEMBLES, SHORT_NAMES
+from models.registry import ARCHS, ENSEMBLES, SHORT_NAMES, ArchConfig
 
 #: the AudioSet-trained PaSST-S that ESC-50, OpenMIC, FSD50K and your own data are fine-tuned from
 #: (the original's get_model default; its paper results started from passt_s_swa_p16_128_ap476)
@@ -61,6 +64,22 @@ def _merged(a: dict, b: dict) -> dict:
     return out
 
 
+def finetune_config(n_classes: int | None, s_patchout_t: int = 10, s_patchout_f: int = 3, freqm: int = 48,
+                    timem: int = 80, doc: str = "", **updates) -> dict:
+    """The original's fine-tuning recipe (its ESC-50 and OpenMIC experiments) as config updates.
+
+    10 epochs at lr 1e-5 from :data:`models.registry.FINETUNE_FROM`, SWA from epoch 2 every
+    epoch, structured patchout and SpecAugment as given; ``updates`` (nested dicts merged) change
+    the rest, e.g. ``trainer={"max_epochs": 50}``; ``doc`` heads ``print_config``.
+    ``ex.add_config(finetune_config(50, doc="..."))``.
+    """
+    recipe = {"models": {"net": {"arch": FINETUNE_FROM, "n_classes": n_classes, "s_patchout_t": s_patchout_t,
+                                 "s_patchout_f": s_patchout_f},
+                         "mel": {"freqm": freqm, "timem": timem}},
+              "trainer": {"max_epochs": 10}, "lr": 0.00001, "swa_epoch_start": 2, "swa_freq": 1}
+    return _merged({**recipe, "__doc__": doc} if doc else recipe, updates)
+
+
 def add_configs(ex: Experiment) -> None:
     """Register every named config on ``ex``."""
     for arch in ARCHS.values():
@@ -68,8 +87,10 @@ def add_configs(ex: Experiment) -> None:
             _add(ex, arch.name, released_model_config(arch), f"Released weights: {arch.description}.")
     for name, arch_name in SHORT_NAMES.items():
         arch = ARCHS[arch_name]
-        _add(ex, name, _merged(released_model_config(arch), SHORT_NAME_UPDATES.get(name, {})),
-             f"= {arch_name}: {arch.description}.")
+        updates = released_model_config(arch)
+        if arch.clip_seconds != 10:  # the original's short names of the long models train on their clip length
+            updates["basedataset"] = {"clip_length": int(arch.clip_seconds)}
+        _add(ex, name, updates, f"= {arch_name}: {arch.description}.")
     for name, (map_, members) in ENSEMBLES.items():
         entries = [[m, ARCHS[m].fstride, ARCHS[m].tstride] for m in members]
         _add(ex, name, {"models": {"ensemble": entries}},

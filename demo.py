@@ -4,7 +4,7 @@
    real prepare script;
 2. runs the real experiment (``ex_audioset.py`` with ``mini_train tiny_model``, widened to 2
    blocks of width 64, 80 short epochs, SWA and the importance sampler), observed by sacred into
-   ``<out>/sacred``, wandb offline;
+   ``<out-dir>/sacred``, wandb offline;
 3. prints the validation metrics (chance: ROC-AUC 0.5; measured: 1.0 on the 8 evaluation clips) and where
    everything went.
 
@@ -12,14 +12,13 @@ Spectrogram and waveform mixup, gain, SpecAugment, patchout and the mel-range ji
 large models on real data, but with a model this small and clips that are single tones they
 only slow learning down.
 
-Usage: ``python demo.py [--out DIR]`` (default: a new temporary folder, kept afterwards).
+Usage: ``python demo.py [--out-dir DIR]`` (default: a new temporary folder, kept afterwards).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +29,6 @@ DEMO_EPOCHS = 80
 
 def build_data(root: Path) -> dict:
     """The synthetic AudioSet of the test suite (made by the real prepare script)."""
-    sys.path.insert(0, str(ROOT))
     from audioset.synthetic import build_mini_audioset
 
     return build_mini_audioset(root)
@@ -39,9 +37,9 @@ def build_data(root: Path) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     """Build the data, train, print the metrics; returns the run's result."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None, help="folder for data and outputs (default: a temp folder)")
+    parser.add_argument("--out-dir", type=Path, default=None, help="folder for data and outputs (default: a temp folder)")
     args = parser.parse_args(argv)
-    out = (args.out or Path(tempfile.mkdtemp(prefix="passt_demo_"))).resolve()
+    out = (args.out_dir or Path(tempfile.mkdtemp(prefix="passt_demo_"))).resolve()
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("WANDB_MODE", "offline")  # a demo never uploads
     os.environ.setdefault("WANDB_DIR", str(out))

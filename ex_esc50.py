@@ -18,7 +18,7 @@ import copy
 import os
 import time
 
-from config_updates import FINETUNE_FROM, add_configs
+from config_updates import add_configs, finetune_config
 from esc50.dataset import class_names, get_test_set, get_training_set
 from esc50.dataset import dataset as basedataset
 from helpers.experiment.cli import build_experiment, run_cli
@@ -35,20 +35,11 @@ spec = ExperimentSpec(
 )
 ex = build_experiment(spec, ingredients=[basedataset])
 add_configs(ex)
+ex.add_config(finetune_config(
+    n_classes=50, doc="The original's ex_esc50.py: 10 epochs at lr 1e-5 from the AudioSet PaSST-S, SWA from epoch 2."))
 
 #: ESC-50's folds
 FOLDS = (1, 2, 3, 4, 5)
-
-
-@ex.config
-def esc50_config():
-    """The original's ex_esc50.py: 10 epochs at lr 1e-5 from the AudioSet PaSST-S, SWA from epoch 2."""
-    models = {"net": {"arch": FINETUNE_FROM, "n_classes": 50, "s_patchout_t": 10, "s_patchout_f": 3},
-              "mel": {"freqm": 48, "timem": 80}}
-    trainer = {"max_epochs": 10}
-    lr = 0.00001
-    swa_epoch_start = 2
-    swa_freq = 1
 
 
 @ex.command

@@ -17,7 +17,7 @@ OpenMIC-2018, FSD50K and your own data") for a worked example.
 # ruff: noqa: F841
 from __future__ import annotations
 
-from config_updates import FINETUNE_FROM, add_configs
+from config_updates import add_configs, finetune_config
 from folder.dataset import class_names, get_task, get_test_set, get_training_set, read_table
 from folder.dataset import dataset as basedataset
 from helpers.experiment.cli import build_experiment, run_cli
@@ -32,17 +32,8 @@ spec = ExperimentSpec(
 )
 ex = build_experiment(spec, ingredients=[basedataset])
 add_configs(ex)
-
-
-@ex.config
-def folder_config():
-    """The ESC-50 recipe: 10 epochs at lr 1e-5 from the AudioSet PaSST-S, SWA from epoch 2."""
-    models = {"net": {"arch": FINETUNE_FROM, "n_classes": None, "s_patchout_t": 10, "s_patchout_f": 3},
-              "mel": {"freqm": 48, "timem": 80}}
-    trainer = {"max_epochs": 10}
-    lr = 0.00001
-    swa_epoch_start = 2
-    swa_freq = 1
+ex.add_config(finetune_config(  # n_classes=None: the number of classes of the CSV (classes_from_csv)
+    n_classes=None, doc="The ESC-50 recipe: 10 epochs at lr 1e-5 from the AudioSet PaSST-S, SWA from epoch 2."))
 
 
 @ex.config_hook

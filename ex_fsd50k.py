@@ -14,7 +14,7 @@ See fsd50k/README.md for the data, the commands and the paper's results.
 # ruff: noqa: F841
 from __future__ import annotations
 
-from config_updates import FINETUNE_FROM, add_configs
+from config_updates import add_configs, finetune_config
 from fsd50k.dataset import class_names, get_eval_set, get_training_set, get_valid_set
 from fsd50k.dataset import dataset as basedataset
 from helpers.experiment.cli import build_experiment, run_cli
@@ -31,21 +31,12 @@ spec = ExperimentSpec(
 )
 ex = build_experiment(spec, ingredients=[basedataset])
 add_configs(ex)
-
-
-@ex.config
-def fsd50k_config():
-    """The original's ex_fsd50k.py: 50 epochs at lr 1e-5, ramp-down from epoch 10 over 10, SWA from epoch 10
-    every 3, no SpecAugment."""
-    models = {"net": {"arch": FINETUNE_FROM, "n_classes": 200, "s_patchout_t": 10, "s_patchout_f": 4},
-              "mel": {"freqm": 0, "timem": 0}}
-    trainer = {"max_epochs": 50}
-    datasets = {"valid": {"batch_size": 10}, "eval": {"batch_size": 10}}  # other keys: from datasets.test
-    lr = 0.00001
-    ramp_down_start = 10
-    ramp_down_len = 10
-    swa_epoch_start = 10
-    swa_freq = 3
+ex.add_config(finetune_config(
+    n_classes=200, s_patchout_t=10, s_patchout_f=4, freqm=0, timem=0, trainer={"max_epochs": 50},
+    ramp_down_start=10, ramp_down_len=10, swa_epoch_start=10, swa_freq=3,
+    datasets={"valid": {"batch_size": 10}, "eval": {"batch_size": 10}},  # other keys: from datasets.test
+    doc="The original's ex_fsd50k.py: 50 epochs at lr 1e-5, ramp-down from epoch 10 over 10, SWA from epoch 10\n"
+        "every 3, no SpecAugment."))
 
 
 @ex.named_config

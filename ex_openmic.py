@@ -14,7 +14,7 @@ See openmic/README.md for the data, the commands and the paper's results.
 # ruff: noqa: F841
 from __future__ import annotations
 
-from config_updates import FINETUNE_FROM, add_configs
+from config_updates import add_configs, finetune_config
 from helpers.experiment.cli import build_experiment, run_cli
 from helpers.experiment.spec import ExperimentSpec
 from helpers.training.tasks import MaskedMultiLabelTask
@@ -30,18 +30,9 @@ spec = ExperimentSpec(
 )
 ex = build_experiment(spec, ingredients=[basedataset])
 add_configs(ex)
-
-
-@ex.config
-def openmic_config():
-    """The original's ex_openmic.py: 10 epochs at lr 1e-5 from the AudioSet PaSST-S, batches of 6, SWA from epoch 2."""
-    models = {"net": {"arch": FINETUNE_FROM, "n_classes": 20, "s_patchout_t": 40, "s_patchout_f": 4},
-              "mel": {"freqm": 48, "timem": 192}}
-    trainer = {"max_epochs": 10}
-    datasets = {"training": {"batch_size": 6}}
-    lr = 0.00001
-    swa_epoch_start = 2
-    swa_freq = 1
+ex.add_config(finetune_config(
+    n_classes=20, s_patchout_t=40, s_patchout_f=4, timem=192, datasets={"training": {"batch_size": 6}},
+    doc="The original's ex_openmic.py: 10 epochs at lr 1e-5 from the AudioSet PaSST-S, batches of 6, SWA from epoch 2."))
 
 
 if __name__ == "__main__":

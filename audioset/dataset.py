@@ -11,8 +11,8 @@ Sacred use (the experiment adds the ingredient and calls the captured functions 
     test_set = get_test_set()                 # eval segments, no augmentation
     # command line: python ex_audioset.py with basedataset.base_dir=/data/audioset_hdf5s/
 
-The ``basedataset`` keys (original names kept) are described next to their defaults in
-:func:`default_config`; ``python ex_audioset.py print_config`` shows them.
+The ``basedataset`` keys (original names kept) are described next to their defaults: AudioSet's
+files in :func:`default_config`, the keys every dataset shares (decoding, augmentation) in :mod:`helpers.experiment.dataset_config`; ``python ex_audioset.py print_config`` shows them.
 
 Captured functions: :func:`get_training_set`, :func:`get_base_training_set` (balanced only,
 whatever ``use_full_set`` says), :func:`get_test_set`, :func:`get_ft_weighted_sampler`,
@@ -38,9 +38,10 @@ from sacred import Ingredient
 from torch.utils.data import Dataset
 
 from helpers.data.audio_io import seconds_to_samples
-from helpers.data.augment import augment_training_set, concat_datasets
+from helpers.data.augment import augment_training_set, augmentation_of, concat_datasets
 from helpers.data.hdf5_dataset import Hdf5AudioDataset
 from helpers.data.sampler import DistributedSamplerWrapper, make_weighted_sampler, sample_weights_from_hdf5
+from helpers.experiment.dataset_config import shared_dataset_config
 
 __all__ = [
     "dataset",
@@ -57,6 +58,7 @@ __all__ = [
 ]
 
 dataset = Ingredient("basedataset")
+dataset.configurations.append(shared_dataset_config())  # decoding and augmentation keys
 
 # The official segment list each of our HDF5 files is made from (for "how to create it" hints).
 _SEGMENT_CSVS = {
@@ -73,26 +75,16 @@ def default_config():
     """Defaults of the ``basedataset`` ingredient (see the module docstring of audioset/dataset.py)."""
     name = "audioset"
     base_dir = "audioset_hdf5s/"  # folder of the three HDF5 files
-    balanced_train_hdf5 = base_dir + "mp3/balanced_train_segments_mp3.hdf"
-    unbalanced_train_hdf5 = base_dir + "mp3/unbalanced_train_segments_mp3.hdf"
-    eval_hdf5 = base_dir + "mp3/eval_segments_mp3.hdf"
+    balanced_train_hdf5 = os.path.join(base_dir, "mp3", "balanced_train_segments_mp3.hdf")
+    unbalanced_train_hdf5 = os.path.join(base_dir, "mp3", "unbalanced_train_segments_mp3.hdf")
+    eval_hdf5 = os.path.join(base_dir, "mp3", "eval_segments_mp3.hdf")
     use_full_set = True  # train on balanced + unbalanced (False: balanced only)
-    sample_rate = 32000  # decode at this rate (Hz)
-    clip_length = 10  # seconds; clips are zero-padded or cut to this
     n_classes = 527  # checked against the files' targets
-    gain_augment = 7  # random gain of a whole number of dB in [-gain_augment, gain_augment - 1] (0: off)
-    roll = True  # random circular time shift
-    roll_conf = dict(axis=1, shift=None, shift_range=50)  # shift: fixed samples; None: uniform in +-shift_range
-    wavmix = True  # waveform mixup of two clips (means removed; the dominant clip keeps its name)
-    wavmix_beta = 2  # wavmix weight ~ Beta(wavmix_beta, wavmix_beta), the larger part kept
-    wavmix_rate = 0.5  # share of the items that wavmix mixes
     sample_weight_offset = 100  # importance weight of a clip: sum over labels of 1000 / (count + offset)
     sample_weight_sum = True  # False: the largest of the label weights instead of their sum
     epoch_len = 100000  # clips drawn per epoch by the weighted sampler
     sampler_replace = False  # False: an epoch draws epoch_len distinct clips
     sampler_seed = None  # base seed of the sampler (plus the epoch); None: the run's seed; 0: the original's
-    strict_decoding = False  # True: a corrupt clip raises instead of being skipped
-    corrupt_log = None  # file collecting skipped corrupt clips from all DataLoader workers
 
 
 def prepare_command(hdf5_path: str | os.PathLike) -> str:
@@ -137,22 +129,17 @@ def build_training_set(
     sample_rate: int = 32000,
     clip_length: float = 10,
     n_classes: int = 527,
-    gain_augment: int = 7,
-    roll: bool = True,
-    roll_conf: dict | None = None,
-    wavmix: bool = True,
-    wavmix_beta: float = 2,
-    wavmix_rate: float = 0.5,
     strict_decoding: bool = False,
     corrupt_log: str | os.PathLike | None = None,
+    **augmentation: Any,
 ) -> Dataset:
     """Training clips of the given files (concatenated in order) with the training augmentations.
 
-    Order of the wrappers: decode -> gain -> roll -> wavmix.
+    ``augmentation``: the arguments of :func:`helpers.data.augment.augment_training_set` (gain, roll,
+    wavmix; its defaults are the original's). Order of the wrappers: decode -> gain -> roll -> wavmix.
     """
     ds = _open_sets(hdf5_paths, sample_rate, clip_length, n_classes, strict_decoding, corrupt_log)
-    return augment_training_set(ds, gain_augment=gain_augment, roll=roll, roll_conf=roll_conf, wavmix=wavmix,
-                                wavmix_beta=wavmix_beta, wavmix_rate=wavmix_rate)
+    return augment_training_set(ds, **augmentation)
 
 
 def build_test_set(
@@ -195,8 +182,8 @@ def _training_files(use_full_set: bool, balanced_train_hdf5: str, unbalanced_tra
 
 @dataset.capture
 def get_training_set(
-    use_full_set, balanced_train_hdf5, unbalanced_train_hdf5, sample_rate, clip_length, n_classes, gain_augment,
-    roll, roll_conf, wavmix, wavmix_beta, wavmix_rate, strict_decoding, corrupt_log,
+    use_full_set, balanced_train_hdf5, unbalanced_train_hdf5, sample_rate, clip_length, n_classes, strict_decoding,
+    corrupt_log, _config,
 ) -> Dataset:
     """The training set with the configured augmentations.
 
@@ -205,9 +192,8 @@ def get_training_set(
     """
     return build_training_set(
         _training_files(use_full_set, balanced_train_hdf5, unbalanced_train_hdf5), sample_rate=sample_rate,
-        clip_length=clip_length, n_classes=n_classes, gain_augment=gain_augment, roll=roll,
-        roll_conf=roll_conf, wavmix=wavmix, wavmix_beta=wavmix_beta, wavmix_rate=wavmix_rate,
-        strict_decoding=strict_decoding, corrupt_log=corrupt_log,
+        clip_length=clip_length, n_classes=n_classes, strict_decoding=strict_decoding, corrupt_log=corrupt_log,
+        **augmentation_of(_config),
     )
 
 

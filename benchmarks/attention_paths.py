@@ -17,17 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-
-from helpers.training.speed import machine_description, time_steps  # noqa: E402
-from models.passt import ATTENTION_TABLE_PATH, PaSSTAttention  # noqa: E402
+from helpers.training.speed import machine_description, time_steps
+from models.attention_paths import ATTENTION_TABLE_PATH
+from models.passt import PaSSTAttention
 
 TOKENS = (14, 50, 110, 250, 500, 750, 1000, 1190, 1500, 2390)
 

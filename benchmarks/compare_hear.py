@@ -18,18 +18,16 @@ import contextlib
 import io
 import sys
 import warnings
-from pathlib import Path
 
 import torch
+from compare_original import original_network
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from compare_original import original_network  # noqa: E402
-
-from helpers.inference import hear  # noqa: E402
-from helpers.inference.model import InferenceModel  # noqa: E402
-from models.passt import ARCHS, get_model, load_state_dict_into  # noqa: E402
-from models.preprocess import AugmentMelSTFT  # noqa: E402
+from helpers.inference import hear
+from helpers.inference.model import InferenceModel
+from models.build import get_model
+from models.passt_weights import load_state_dict_into
+from models.preprocess import AugmentMelSTFT
+from models.registry import ARCHS
 
 SR = 32000
 #: hear21passt module -> (arch, its wrapper's max_model_window and scene_hop in ms, seconds of long audio)

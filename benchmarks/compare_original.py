@@ -16,18 +16,13 @@ import contextlib
 import io
 import sys
 import warnings
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.passt import (  # noqa: E402
-    ARCHS,
-    get_model,
-    load_state_dict_into,  # noqa: E402
-)
-from models.preprocess import AugmentMelSTFT  # noqa: E402
+from models.build import get_model
+from models.passt_weights import load_state_dict_into
+from models.preprocess import AugmentMelSTFT
+from models.registry import ARCHS
 
 
 def original_network(cfg, **kwargs):

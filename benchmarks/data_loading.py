@@ -22,24 +22,21 @@ import io
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
+import av
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
-import av  # noqa: E402
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from helpers.data.audio_io import AudioDecodeError, decode_audio, encode_mp3  # noqa: E402
-from helpers.data.augment import GainAugmentDataset, RollDataset  # noqa: E402
-from helpers.data.hdf5_dataset import Hdf5AudioDataset  # noqa: E402
+from helpers.data.audio_io import AudioDecodeError, decode_audio, encode_mp3
+from helpers.data.augment import GainAugmentDataset, RollDataset
+from helpers.data.hdf5_dataset import Hdf5AudioDataset
 
 SAMPLE_RATE = 32000
 N_CLASSES = 527

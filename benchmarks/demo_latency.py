@@ -12,7 +12,6 @@ is bf16 (a CPU with native bf16).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,11 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from helpers.training.speed import machine_description  # noqa: E402
-from models.precision import fastest_autocast_dtype  # noqa: E402
+from helpers.training.speed import machine_description
+from models.precision import fastest_autocast_dtype
 
 SR, SECONDS = 32000, 10
 
@@ -35,11 +31,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--embedding", action="store_true", help="also compute the embedding (one more pass)")
     args = parser.parse_args(argv)
 
-    from app import Demo
     from audioset.synthetic import write_audio_file
     from helpers.inference.model import InferenceModel
     from helpers.inference.tagging import tag_waveform
-    from models.passt import get_model
+    from helpers.inference.web_demo import Demo
+    from models.build import get_model
     from models.preprocess import AugmentMelSTFT
 
     torch.manual_seed(0)

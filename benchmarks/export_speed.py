@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,11 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from helpers.training.speed import machine_description  # noqa: E402
-from models.precision import fastest_autocast_dtype  # noqa: E402
+from helpers.training.speed import machine_description
+from models.precision import fastest_autocast_dtype
 
 SR, SECONDS = 32000, 10
 
@@ -74,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from helpers.inference.export import export_model
     from helpers.inference.model import InferenceModel
-    from models.passt import get_model
+    from models.build import get_model
     from models.preprocess import AugmentMelSTFT
 
     torch.manual_seed(0)

@@ -23,19 +23,13 @@ import contextlib
 import dataclasses
 import io
 import json
-import sys
 import warnings
-from pathlib import Path
 
 import torch
+from train_speed import available_impls, run_child
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from train_speed import available_impls, run_child  # noqa: E402
-
-from helpers.training.speed import machine_description, time_steps  # noqa: E402
-from models.precision import fastest_autocast_dtype  # noqa: E402
+from helpers.training.speed import machine_description, time_steps
+from models.precision import fastest_autocast_dtype
 
 SETTINGS = {"stride 10": 10, "stride 16": 16}
 SR, SECONDS = 32000, 10
@@ -45,8 +39,10 @@ def build(impl: str, stride: int, original_importable: bool) -> torch.nn.Module:
     """Waveforms -> logits: this project's InferenceModel or the original wrapper, with the same
     random weights when both are measured (the original's, copied into ours)."""
     from helpers.inference.model import InferenceModel
-    from models.passt import ARCHS, get_model, load_state_dict_into
+    from models.build import get_model
+    from models.passt_weights import load_state_dict_into
     from models.preprocess import AugmentMelSTFT
+    from models.registry import ARCHS
 
     torch.manual_seed(0)
     if not original_importable:  # ours alone: its own random weights
@@ -95,7 +91,8 @@ def measure(impls: list[str], setting: str, precision: str, device: str, batch: 
         for _ in range(steps):
             for name, step in steps_of.items():
                 best[name] = min(best[name], time_steps(step, 1, device))
-    from models.passt import flops_per_example, get_model
+    from models.build import get_model
+    from models.passt import flops_per_example
 
     with torch.device("meta"):
         reference = get_model(pretrained=False, fstride=stride, tstride=stride)

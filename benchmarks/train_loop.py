@@ -32,23 +32,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
+from train_speed import run_child
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from train_speed import run_child  # noqa: E402
-
-from helpers.training.speed import machine_description, synchronize, time_steps  # noqa: E402
+from helpers.training.speed import machine_description, synchronize, time_steps, training_step
 
 #: network sizes: PaSST-S as released, and smaller ones for CPU runs (same loop, cheaper network)
 MODELS = {
@@ -140,7 +133,7 @@ def matmul_chain(precision: str, device: str) -> tuple[Callable[[], None], float
 def build_module(model: str, compiled: bool):
     from helpers.training.module import AudioModule
     from helpers.training.tasks import MultiLabelTask
-    from models.passt import get_model
+    from models.build import get_model
     from models.preprocess import AugmentMelSTFT
 
     torch.manual_seed(0)
@@ -148,7 +141,7 @@ def build_module(model: str, compiled: bool):
     module = AudioModule(net, AugmentMelSTFT(), MultiLabelTask(), lr_lambda=lambda epoch: 1.0, mixup_alpha=0.3,
                          log_spectrograms=0)
     if compiled:
-        module.net.compile()  # as helpers/experiment/run.py does with compile=True
+        module.net.compile()  # as helpers/experiment/commands.py does with compile=True
     return module
 
 
@@ -177,7 +170,8 @@ def measure_loop(model: str, batch: int, steps: int, rounds: int, warmup: int, d
 
     from helpers.experiment.trainer import build_trainer
     from helpers.training.optim import make_optimizer
-    from models.passt import flops_per_example, get_model
+    from models.build import get_model
+    from models.passt import flops_per_example
 
     module = build_module(model, compiled)
     data = waveforms_in_ram(2 * batch)
@@ -187,20 +181,16 @@ def measure_loop(model: str, batch: int, steps: int, rounds: int, warmup: int, d
                         sampler=RandomSampler(data, replacement=True, num_samples=batch * total_steps))
 
     # the bare network step: the same network (weights, precision, fused AdamW) on a batch already on the device
-    spec = torch.randn(batch, 1, module.mel.n_mels, module.mel.frames(SAMPLES), device=device)
+    spectrograms = torch.randn(batch, 1, module.mel.n_mels, module.mel.frames(SAMPLES), device=device)
     targets = (torch.rand(batch, N_CLASSES, device=device) < 0.005).float()
     wave = torch.randn(batch, SAMPLES, device=device)
+    dtype = torch.bfloat16 if precision.startswith("bf16") else None
     bare = {}
 
     def bare_step() -> None:
         if not bare:  # made on first use, once Lightning has moved the network to the device
             bare["optimizer"] = make_optimizer(module.parameter_groups(), lr=module.lr)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision.startswith("bf16")):
-            logits, _ = module.net(spec)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), targets)
-        bare["optimizer"].zero_grad(set_to_none=True)
-        loss.backward()
-        bare["optimizer"].step()
+        training_step(module.net, spectrograms, targets, module.task.loss, bare["optimizer"], dtype)
 
     matmuls, matmul_flops = matmul_chain(precision, device)
     timer = SideBySide(warmup, steps, rounds, device, bare_step, lambda: module.mel(wave), matmuls)
@@ -282,14 +272,14 @@ def main() -> None:
     warmup = args.warmup or (10 if on_gpu else 2)
     compile_modes = {"off": ["off"], "on": ["on"], "both": ["off", "on"]}[args.compile or ("both" if on_gpu else "off")]
     workers = args.workers if args.workers is not None else (4 if on_gpu else 0)
-    spec = spec_peak(args.device, precision)
+    sheet_peak = spec_peak(args.device, precision)
     kind = "bf16" if precision.startswith("bf16") else "fp32"
     print(f"Machine: {machine_description(args.device)}; {precision}; best of {args.rounds} windows of {steps} "
           f"steps after {warmup} warm-up steps; {workers} loader workers"
-          + (f"; data-sheet peak {spec / 1e12:,.0f} TFLOP/s" if spec else ""), flush=True)
+          + (f"; data-sheet peak {sheet_peak / 1e12:,.0f} TFLOP/s" if sheet_peak else ""), flush=True)
     header = (f"| model | batch | compile | loop ms/step | specs/s | MFU | bare network ms/step | "
               f"loop overhead ms/step | mel front end ms | {kind} matmul peak GFLOP/s | warm-up s |")
-    if spec:
+    if sheet_peak:
         header = header.replace("| MFU |", "| MFU | MFU (data sheet) |")
     print("\n" + header + "\n|" + "---|" * (header.count("|") - 1), flush=True)
     for model in models:
@@ -301,8 +291,8 @@ def main() -> None:
                 overhead = r["loop_s"] - r["bare_s"]
                 cells = [model, str(batch), compiled, f"{r['loop_s'] * 1e3:,.1f}", f"{batch / r['loop_s']:,.1f}",
                          f"{achieved / r['peak_flops']:.0%}"]
-                if spec:
-                    cells.append(f"{achieved / spec:.0%}")
+                if sheet_peak:
+                    cells.append(f"{achieved / sheet_peak:.0%}")
                 cells += [f"{r['bare_s'] * 1e3:,.1f}", f"{overhead * 1e3:,.1f} ({overhead / r['loop_s']:.0%})",
                           f"{r['mel_s'] * 1e3:,.1f}", f"{r['peak_flops'] / 1e9:,.0f}", f"{r['warmup_s']:,.1f}"]
                 print("| " + " | ".join(cells) + " |", flush=True)

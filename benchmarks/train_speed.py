@@ -25,15 +25,11 @@ import resource
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from helpers.training.speed import machine_description, time_steps  # noqa: E402
+from helpers.training.speed import machine_description, time_steps, training_step
+from helpers.training.tasks import MultiLabelTask
 
 SETTINGS = {
     "no patchout": dict(fstride=10, tstride=10),
@@ -47,7 +43,7 @@ FRAMES = 998
 def build(impl: str, setting: dict) -> torch.nn.Module:
     """PaSST-S with random weights from this project or from the original package."""
     if impl == "ours":
-        from models.passt import get_model
+        from models.build import get_model
 
         return get_model(pretrained=False, **setting)
     from hear21passt.models.passt import PaSST as OriginalPaSST
@@ -78,17 +74,16 @@ def measure_training(impl: str, setting_name: str, precision: str, device: str, 
     torch.manual_seed(0)
     model = build(impl, SETTINGS[setting_name]).to(device).train()
     optimizer = make_training_optimizer(impl, model, same_optimizer)
-    x = torch.randn(batch, 1, 128, FRAMES, device=device)
-    y = (torch.rand(batch, 527, device=device) < 0.05).float()
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+    spectrograms = torch.randn(batch, 1, 128, FRAMES, device=device)
+    targets = (torch.rand(batch, 527, device=device) < 0.05).float()
+    dtype = torch.bfloat16 if precision == "bf16" else None
+
+    def quiet_forward(x):  # the original prints shapes in its forward
+        with contextlib.redirect_stdout(io.StringIO()):
+            return model(x)
 
     def step():
-        with autocast, contextlib.redirect_stdout(io.StringIO()):
-            logits, _ = model(x)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        training_step(quiet_forward, spectrograms, targets, MultiLabelTask().loss, optimizer, dtype)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -100,7 +95,8 @@ def measure_training(impl: str, setting_name: str, precision: str, device: str, 
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    from models.passt import flops_per_example, get_model
+    from models.build import get_model
+    from models.passt import flops_per_example
 
     with torch.device("meta"):
         reference = get_model(pretrained=False, **SETTINGS[setting_name])

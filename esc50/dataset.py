@@ -9,7 +9,8 @@ Layout (the original's resampled release ``esc50.zip``, or what
 ``basedataset.fold`` is the test fold; the four others train. Items are ``(waveform float32
 [1, 5 s], filename, one-hot target float32 [50])``: one-hot targets let wavmix and batch mixup
 mix them, and the cross-entropy of the mixed targets is the original's mixed loss. The keys are
-described next to their defaults in :func:`default_config` (``python ex_esc50.py print_config``).
+described next to their defaults, ESC-50's in :func:`default_config`, the keys every dataset shares (decoding, augmentation) in :mod:`helpers.experiment.dataset_config`
+(``python ex_esc50.py print_config``).
 """
 
 # ruff: noqa: F841 -- sacred config scopes are functions whose "unused" locals are the config
@@ -26,11 +27,13 @@ from torch.utils.data import Dataset
 
 from helpers.data.audio_files import AudioFileDataset
 from helpers.data.audio_io import seconds_to_samples
-from helpers.data.augment import augment_training_set
+from helpers.data.augment import augment_training_set, augmentation_of
+from helpers.experiment.dataset_config import shared_dataset_config
 
 dataset = Ingredient("basedataset")
+dataset.configurations.append(shared_dataset_config(clip_length=5, wavmix=False))
 
-PREPARE_COMMAND = "python -m esc50.prepare_scripts.download_preprocess --out <base_dir>  (see esc50/README.md)"
+PREPARE_COMMAND = "python -m esc50.prepare_scripts.download_preprocess --out-dir <base_dir>  (see esc50/README.md)"
 
 
 @dataset.config
@@ -38,20 +41,10 @@ def default_config():
     """Defaults of the ``basedataset`` ingredient (the original's esc50/dataset.py)."""
     name = "esc50"
     base_dir = "audioset_hdf5s/esc50/"  # the ESC-50 folder (meta/ and audio_32k/)
-    meta_csv = base_dir + "meta/esc50.csv"  # ESC-50's metadata: filename, fold, target, category, ...
-    audio_path = base_dir + "audio_32k/"  # the clips at 32 kHz, named as in meta_csv
+    meta_csv = os.path.join(base_dir, "meta", "esc50.csv")  # ESC-50's metadata: filename, fold, target, category, ...
+    audio_path = os.path.join(base_dir, "audio_32k/")  # the clips at 32 kHz, named as in meta_csv
     fold = 1  # the test fold (1-5); the four other folds train
     n_classes = 50  # targets are class indices 0..n_classes-1 in meta_csv
-    sample_rate = 32000  # decode at this rate (Hz)
-    clip_length = 5  # seconds; clips are zero-padded or cut to this
-    gain_augment = 7  # random gain of a whole number of dB in [-gain_augment, gain_augment - 1] (0: off)
-    roll = True  # random circular time shift
-    roll_conf = dict(axis=1, shift=None, shift_range=50)  # shift: fixed samples; None: uniform in +-shift_range
-    wavmix = False  # waveform mixup of two clips (one-hot targets mixed alike)
-    wavmix_beta = 2  # wavmix weight ~ Beta(wavmix_beta, wavmix_beta), the larger part kept
-    wavmix_rate = 0.5  # share of the items that wavmix mixes
-    strict_decoding = False  # True: a clip that fails to decode raises instead of being skipped (and counted)
-    corrupt_log = None  # file collecting skipped clips from all DataLoader workers (None: in the run folder)
 
 
 @dataclass(frozen=True)
@@ -111,13 +104,12 @@ def build_set(clips: list[Clip], audio_path: str, n_classes: int, sample_rate: i
 
 
 @dataset.capture
-def get_training_set(meta_csv, audio_path, fold, n_classes, sample_rate, clip_length, gain_augment, roll, roll_conf,
-                     wavmix, wavmix_beta, wavmix_rate, strict_decoding, corrupt_log) -> Dataset:
+def get_training_set(meta_csv, audio_path, fold, n_classes, sample_rate, clip_length, strict_decoding, corrupt_log,
+                     _config) -> Dataset:
     """The four training folds, with the configured augmentations."""
     ds = build_set(fold_clips(meta_csv, n_classes, fold, train=True), audio_path, n_classes, sample_rate, clip_length,
                    strict_decoding, corrupt_log)
-    return augment_training_set(ds, gain_augment=gain_augment, roll=roll, roll_conf=roll_conf, wavmix=wavmix,
-                                wavmix_beta=wavmix_beta, wavmix_rate=wavmix_rate)
+    return augment_training_set(ds, **augmentation_of(_config))  # one-hot targets mixed like the waveforms
 
 
 @dataset.capture

@@ -18,8 +18,8 @@ The CSV has a header and one row per clip::
 
 Every file is checked before training (it exists, and its header and first frame decode): the
 first bad ones are reported by name; ``skip_bad_files=True`` leaves them out instead, listing and
-counting them. Keys are described next to their defaults in :func:`default_config`
-(``python ex_folder.py print_config``).
+counting them. Keys are described next to their defaults, the CSV's in :func:`default_config`,
+the keys every dataset shares (decoding, augmentation) in :mod:`helpers.experiment.dataset_config` (``python ex_folder.py print_config``).
 """
 
 # ruff: noqa: F841 -- sacred config scopes are functions whose "unused" locals are the config
@@ -38,12 +38,14 @@ from torch.utils.data import Dataset
 
 from helpers.data.audio_files import AudioFileDataset, unreadable_files
 from helpers.data.audio_io import seconds_to_samples
-from helpers.data.augment import augment_training_set
+from helpers.data.augment import augment_training_set, augmentation_of
+from helpers.experiment.dataset_config import shared_dataset_config
 from helpers.training.tasks import MultiClassTask, MultiLabelTask, Task
 
 _logger = logging.getLogger(__name__)
 
 dataset = Ingredient("basedataset")
+dataset.configurations.append(shared_dataset_config(wavmix=False))  # decoding and augmentation keys
 
 #: how many bad files an error or a skip report names
 SHOWN = 20
@@ -65,17 +67,7 @@ def default_config():
     holdout = 0.2  # without such a column: share of the clips evaluated (drawn with split_seed)
     split_seed = 0  # seed of that draw
     skip_bad_files = False  # True: leave out missing or unreadable files (listed and counted) instead of stopping
-    sample_rate = 32000  # decode at this rate (Hz)
-    clip_length = 10  # seconds; shorter clips are zero-padded, longer ones cut
     random_crop = False  # training: cut longer clips at a random offset (else: their start)
-    gain_augment = 7  # random gain of a whole number of dB in [-gain_augment, gain_augment - 1] (0: off)
-    roll = True  # random circular time shift
-    roll_conf = dict(axis=1, shift=None, shift_range=50)  # shift: fixed samples; None: uniform in +-shift_range
-    wavmix = False  # waveform mixup of two clips (targets mixed alike)
-    wavmix_beta = 2  # wavmix weight ~ Beta(wavmix_beta, wavmix_beta), the larger part kept
-    wavmix_rate = 0.5  # share of the items that wavmix mixes
-    strict_decoding = False  # True: a file that fails to decode during the run raises instead of being skipped
-    corrupt_log = None  # file collecting skipped clips from all DataLoader workers (None: in the run folder)
 
 
 @dataclass(frozen=True)
@@ -180,8 +172,7 @@ def build_set(cfg: dict[str, Any], train: bool) -> Dataset:
                           strict_decoding=cfg["strict_decoding"], corrupt_log=cfg["corrupt_log"])
     if not train:
         return ds
-    return augment_training_set(ds, gain_augment=cfg["gain_augment"], roll=cfg["roll"], roll_conf=cfg["roll_conf"],
-                                wavmix=cfg["wavmix"], wavmix_beta=cfg["wavmix_beta"], wavmix_rate=cfg["wavmix_rate"])
+    return augment_training_set(ds, **augmentation_of(cfg))
 
 
 @dataset.capture

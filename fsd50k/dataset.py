@@ -11,7 +11,8 @@ the 200 labels in ``vocabulary.csv`` order. Items are ``(waveform float32 [1, 10
 float32 [200])``: longer clips are cut at a random offset (in training and, as in the original,
 in evaluation too), shorter ones zero-padded; ``variable_eval=True`` gives the evaluation sets'
 whole clips instead (the named config ``variable_eval`` also sets their batch size to 1). The
-keys are described next to their defaults in :func:`default_config` (``python ex_fsd50k.py print_config``).
+keys are described next to their defaults, FSD50K's in :func:`default_config`, the keys every dataset shares (decoding, augmentation) in :mod:`helpers.experiment.dataset_config`
+(``python ex_fsd50k.py print_config``).
 """
 
 # ruff: noqa: F841 -- sacred config scopes are functions whose "unused" locals are the config
@@ -23,10 +24,13 @@ from sacred import Ingredient
 from torch.utils.data import Dataset
 
 from helpers.data.audio_io import seconds_to_samples
-from helpers.data.augment import augment_training_set
+from helpers.data.augment import augment_training_set, augmentation_of
 from helpers.data.hdf5_dataset import Hdf5AudioDataset, hdf5_class_names
+from helpers.experiment.dataset_config import shared_dataset_config
 
 dataset = Ingredient("basedataset")
+dataset.configurations.append(shared_dataset_config(docs={
+    "clip_length": "seconds; longer clips: a random crop of this length, shorter: zero-padded"}))
 
 
 @dataset.config
@@ -34,21 +38,11 @@ def default_config():
     """Defaults of the ``basedataset`` ingredient (the original's fsd50k/dataset.py and ex_fsd50k.py)."""
     name = "fsd50k"
     base_dir = "audioset_hdf5s/"  # folder of the HDF5 files
-    balanced_train_hdf5 = base_dir + "mp3/FSD50K.train_mp3.hdf"  # the training clips (original key name)
-    valid_hdf5 = base_dir + "mp3/FSD50K.val_mp3.hdf"  # validation: picks the best checkpoint (metrics valid_*)
-    eval_hdf5 = base_dir + "mp3/FSD50K.eval_mp3.hdf"  # the evaluation set (metrics eval_*)
+    balanced_train_hdf5 = os.path.join(base_dir, "mp3", "FSD50K.train_mp3.hdf")  # the training clips (original key name)
+    valid_hdf5 = os.path.join(base_dir, "mp3", "FSD50K.val_mp3.hdf")  # validation: picks the best checkpoint (valid_*)
+    eval_hdf5 = os.path.join(base_dir, "mp3", "FSD50K.eval_mp3.hdf")  # the evaluation set (metrics eval_*)
     n_classes = 200  # labels packed into each target
-    sample_rate = 32000  # decode at this rate (Hz)
-    clip_length = 10  # seconds; longer clips: a random crop of this length, shorter: zero-padded
     variable_eval = False  # True: validation and evaluation on whole clips (needs batch size 1: `with variable_eval`)
-    gain_augment = 7  # random gain of a whole number of dB in [-gain_augment, gain_augment - 1] (0: off)
-    roll = True  # random circular time shift
-    roll_conf = dict(axis=1, shift=None, shift_range=50)  # shift: fixed samples; None: uniform in +-shift_range
-    wavmix = True  # waveform mixup of two clips (means removed; the dominant clip keeps its name)
-    wavmix_beta = 2  # wavmix weight ~ Beta(wavmix_beta, wavmix_beta), the larger part kept
-    wavmix_rate = 0.5  # share of the items that wavmix mixes
-    strict_decoding = False  # True: a corrupt clip raises instead of being skipped
-    corrupt_log = None  # file collecting skipped corrupt clips from all DataLoader workers
 
 
 def prepare_command(hdf5_path: str | os.PathLike) -> str:
@@ -66,12 +60,11 @@ def open_file(path: str, n_classes: int, sample_rate: int, clip_length: float | 
 
 
 @dataset.capture
-def get_training_set(balanced_train_hdf5, n_classes, sample_rate, clip_length, gain_augment, roll, roll_conf, wavmix,
-                     wavmix_beta, wavmix_rate, strict_decoding, corrupt_log) -> Dataset:
+def get_training_set(balanced_train_hdf5, n_classes, sample_rate, clip_length, strict_decoding, corrupt_log,
+                     _config) -> Dataset:
     """The training clips with the configured augmentations (order: gain -> roll -> wavmix)."""
     ds = open_file(balanced_train_hdf5, n_classes, sample_rate, clip_length, strict_decoding, corrupt_log)
-    return augment_training_set(ds, gain_augment=gain_augment, roll=roll, roll_conf=roll_conf, wavmix=wavmix,
-                                wavmix_beta=wavmix_beta, wavmix_rate=wavmix_rate)
+    return augment_training_set(ds, **augmentation_of(_config))
 
 
 @dataset.capture

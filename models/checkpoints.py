@@ -2,8 +2,6 @@
 
 Generic pieces a model file combines with its own checkpoint filter (as timm's model files do):
 
-* :func:`cached_download`: a release file in torch.hub's cache (``$TORCH_HOME/hub/checkpoints/``),
-  downloaded once; offline, the error names the URL and where to put the file;
 * :func:`read_checkpoint`: a file on disk (``torch.save`` pickle or safetensors), running no code
   from it: objects other than tensors and plain data are refused unless the caller trusts the
   file; a clear error when it is corrupt or truncated;
@@ -12,7 +10,8 @@ Generic pieces a model file combines with its own checkpoint filter (as timm's m
   (a ``model`` key); a ``_orig_mod.`` prefix left by ``torch.compile`` is removed;
 * :func:`load_checked`: ``load_state_dict`` that names the keys when a checkpoint does not fit.
 
-This module knows no architecture: :mod:`models.passt` passes what it needs.
+This module knows no architecture: :mod:`models.passt_weights` passes what PaSST needs. Release
+files are fetched into torch.hub's cache by :mod:`models.hub_cache`.
 """
 
 from __future__ import annotations
@@ -35,31 +34,6 @@ _logger = logging.getLogger(__name__)
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read (corrupt, truncated, not a checkpoint) or does not fit."""
-
-
-def cache_path(url: str) -> Path:
-    """Where the file at ``url`` is cached: ``$TORCH_HOME/hub/checkpoints/<file name>``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-
-
-def cached_download(url: str, what: str) -> Path:
-    """The local path of ``url``'s file, downloading it into the cache only when missing.
-
-    ``what`` names the file in the error (e.g. "the weights of passt_s_swa_p16_128_ap476").
-    """
-    path = cache_path(url)
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _logger.info("Downloading %s to %s", url, path)
-    try:
-        # downloads to a temporary file and renames it: an interrupted download leaves no partial file
-        torch.hub.download_url_to_file(url, str(path), progress=True)
-    except Exception as err:  # noqa: BLE001 - any network failure gets the same actionable message
-        raise RuntimeError(
-            f"Could not download {what} from {url} ({err}). Without network access, download that "
-            f"file elsewhere and put it at {path}.") from err
-    return path
 
 
 class UnsafeCheckpointError(CheckpointError):

@@ -29,22 +29,22 @@ def _mel_scale(freq: torch.Tensor) -> torch.Tensor:
     return 1127.0 * (1.0 + freq / 700.0).log()
 
 
-def mask_band(spec: torch.Tensor, widest: int, dim: int, per_example: bool) -> torch.Tensor:
-    """SpecAugment: zero a band of ``spec`` ``[batch, n_mels, frames]`` along ``dim`` (1 or 2).
+def mask_band(mel: torch.Tensor, widest: int, dim: int, per_example: bool) -> torch.Tensor:
+    """SpecAugment: zero a band of ``mel`` ``[batch, n_mels, frames]`` along ``dim`` (1 or 2).
 
     The distribution of torchaudio's ``mask_along_axis``: width ``floor(u * widest)``, start
     ``floor(u' * (size - u * widest))`` for uniform ``u, u'``; one band for the whole batch, or
-    one per example. Drawn on ``spec``'s device: no host values, no host round trip.
+    one per example. Drawn on ``mel``'s device: no host values, no host round trip.
     """
     if widest < 1:
-        return spec
-    draws = (spec.shape[0] if per_example else 1, 1)
-    width = torch.rand(draws, device=spec.device) * widest
-    start = torch.rand(draws, device=spec.device) * (spec.shape[dim] - width)
+        return mel
+    draws = (mel.shape[0] if per_example else 1, 1)
+    width = torch.rand(draws, device=mel.device) * widest
+    start = torch.rand(draws, device=mel.device) * (mel.shape[dim] - width)
     start, end = start.long(), start.long() + width.long()
-    position = torch.arange(spec.shape[dim], device=spec.device)
+    position = torch.arange(mel.shape[dim], device=mel.device)
     band = (position >= start) & (position < end)  # [batch or 1, size]
-    return spec.masked_fill(band.unsqueeze(2 if dim == 1 else 1), 0.0)
+    return mel.masked_fill(band.unsqueeze(2 if dim == 1 else 1), 0.0)
 
 
 class AugmentMelSTFT(nn.Module):
@@ -127,9 +127,9 @@ class AugmentMelSTFT(nn.Module):
         # the front end always runs in fp32: log-mel of half-precision power spectra loses too much
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = F.conv1d(x.float().unsqueeze(1), self.preemphasis).squeeze(1)
-            spec = torch.stft(x, self.n_fft, hop_length=self.hopsize, win_length=self.win_length,
+            stft = torch.stft(x, self.n_fft, hop_length=self.hopsize, win_length=self.win_length,
                               window=self.window, center=True, normalized=False, return_complex=True)
-            power = torch.view_as_real(spec).pow(2).sum(-1)
+            power = torch.view_as_real(stft).pow(2).sum(-1)
             mel = torch.matmul(self.mel_basis(), power)
             mel = (mel + 1e-5).log()
         if self.training:

@@ -11,7 +11,8 @@ masks (``Y_mask``: 1 where the label was annotated). Items are ``(waveform float
 name, target float32 [40])``; :class:`helpers.training.tasks.MaskedMultiLabelTask` reads them.
 
 Wavmix mixes two clips the OpenMIC way (:func:`mix_masked_targets`). The keys are described next
-to their defaults in :func:`default_config` (``python ex_openmic.py print_config``).
+to their defaults, OpenMIC's in :func:`default_config`, the keys every dataset shares (decoding, augmentation) in :mod:`helpers.experiment.dataset_config`
+(``python ex_openmic.py print_config``).
 """
 
 # ruff: noqa: F841 -- sacred config scopes are functions whose "unused" locals are the config
@@ -24,10 +25,13 @@ from sacred import Ingredient
 from torch.utils.data import Dataset
 
 from helpers.data.audio_io import seconds_to_samples
-from helpers.data.augment import augment_training_set
+from helpers.data.augment import augment_training_set, augmentation_of
 from helpers.data.hdf5_dataset import Hdf5AudioDataset, hdf5_class_names
+from helpers.experiment.dataset_config import shared_dataset_config
 
 dataset = Ingredient("basedataset")
+dataset.configurations.append(shared_dataset_config(docs={
+    "wavmix": "waveform mixup: labels masked by their own mask, mixed; masks merged by max"}))
 
 
 @dataset.config
@@ -35,19 +39,9 @@ def default_config():
     """Defaults of the ``basedataset`` ingredient (the original's openmic/dataset.py and ex_openmic.py)."""
     name = "openmic2018"
     base_dir = "audioset_hdf5s/"  # folder of the HDF5 files
-    openmic_train_hdf5 = base_dir + "mp3/openmic_train.csv_mp3.hdf"
-    openmic_test_hdf5 = base_dir + "mp3/openmic_test.csv_mp3.hdf"
+    openmic_train_hdf5 = os.path.join(base_dir, "mp3", "openmic_train.csv_mp3.hdf")
+    openmic_test_hdf5 = os.path.join(base_dir, "mp3", "openmic_test.csv_mp3.hdf")
     n_classes = 20  # instruments; each target holds their 20 label values, then 20 masks
-    sample_rate = 32000  # decode at this rate (Hz)
-    clip_length = 10  # seconds; clips are zero-padded or cut to this
-    gain_augment = 7  # random gain of a whole number of dB in [-gain_augment, gain_augment - 1] (0: off)
-    roll = True  # random circular time shift
-    roll_conf = dict(axis=1, shift=None, shift_range=50)  # shift: fixed samples; None: uniform in +-shift_range
-    wavmix = True  # waveform mixup: labels masked by their own mask, mixed; masks merged by max
-    wavmix_beta = 2  # wavmix weight ~ Beta(wavmix_beta, wavmix_beta), the larger part kept
-    wavmix_rate = 0.5  # share of the items that wavmix mixes
-    strict_decoding = False  # True: a corrupt clip raises instead of being skipped
-    corrupt_log = None  # file collecting skipped corrupt clips from all DataLoader workers
 
 
 def prepare_command(hdf5_path: str | os.PathLike) -> str:
@@ -74,12 +68,11 @@ def open_file(path: str, n_classes: int, sample_rate: int, clip_length: float, s
 
 
 @dataset.capture
-def get_training_set(openmic_train_hdf5, n_classes, sample_rate, clip_length, gain_augment, roll, roll_conf, wavmix,
-                     wavmix_beta, wavmix_rate, strict_decoding, corrupt_log) -> Dataset:
+def get_training_set(openmic_train_hdf5, n_classes, sample_rate, clip_length, strict_decoding, corrupt_log,
+                     _config) -> Dataset:
     """The training clips with the configured augmentations (order: gain -> roll -> wavmix)."""
     ds = open_file(openmic_train_hdf5, n_classes, sample_rate, clip_length, strict_decoding, corrupt_log)
-    return augment_training_set(ds, gain_augment=gain_augment, roll=roll, roll_conf=roll_conf, wavmix=wavmix,
-                                wavmix_beta=wavmix_beta, wavmix_rate=wavmix_rate, mix_targets=mix_masked_targets)
+    return augment_training_set(ds, **augmentation_of(_config), mix_targets=mix_masked_targets)
 
 
 @dataset.capture

@@ -1,7 +1,11 @@
 """Shared pytest fixtures.
 
 * ``_test_environment`` (session, autouse): wandb offline with all its folders in a temporary
-  directory, and a small torch thread count so tests do not oversubscribe the CPU.
+  directory, a small torch thread count so tests do not oversubscribe the CPU, and ``PYTHONPATH``
+  naming this checkout, so that the commands and helper scripts the tests start as subprocesses
+  import this checkout's packages (as pytest's ``pythonpath`` does in-process), whichever copy is installed.
+* ``offline_home``: an empty torch hub cache (``TORCH_HOME``, returned) and no network: downloads fail
+  as offline; release files and label lists a test puts there are found.
 * ``mini_audioset`` (session): a tiny synthetic AudioSet made with the real prepare script (see
   :func:`audioset.synthetic.build_mini_audioset` for the returned keys).
 * ``write_audio``: a helper writing a waveform as .wav/.mp3/.flac.
@@ -17,6 +21,8 @@ outcome depends on that decision) with ``other``, so each machine runs both bran
 from __future__ import annotations
 
 import os
+import urllib.error
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +30,8 @@ from downstream_data import prepared_esc50, prepared_fsd50k, prepared_openmic
 
 from audioset.synthetic import build_mini_audioset, write_audio_file
 from models.precision import CPU_PRECISION_ENV, cpu_has_fast_bf16
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -55,11 +63,25 @@ def _test_environment(tmp_path_factory: pytest.TempPathFactory):
     for var, sub in folders.items():
         (root / sub).mkdir()
         mp.setenv(var, str(root / sub))
+    mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     yield
     torch.set_num_threads(previous_threads)
     mp.undo()
+
+
+@pytest.fixture
+def offline_home(tmp_path, monkeypatch):
+    """An empty torch hub cache (``TORCH_HOME``; the hub folder is ``<it>/hub``) and no network."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # honour TORCH_HOME even if set_dir was used
+
+    def refuse(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    return tmp_path / "torch"
 
 
 @pytest.fixture

@@ -36,7 +36,6 @@ def main() -> None:
 
     torch.save = save_then_die
     sys.argv = [str(ROOT / "ex_audioset.py"), *sys.argv[2:]]
-    sys.path.insert(0, str(ROOT))
     runpy.run_path(sys.argv[0], run_name="__main__")
 
 

@@ -12,12 +12,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from audioset.prepare_scripts import create_h5pymp3_dataset as prepare  # noqa: E402
-from helpers.data import hdf5_writer  # noqa: E402
+from audioset.prepare_scripts import create_h5pymp3_dataset as prepare
+from helpers.data import hdf5_writer
 
 
 def die() -> None:

@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 from tiny_checkpoints import write_tiny_checkpoint
 
-from app import Demo
 from helpers.inference.model import load_checkpoint
 from helpers.inference.tagging import tag_files
+from helpers.inference.web_demo import Demo
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 32000
@@ -101,12 +101,13 @@ def test_released_models_and_ensembles_open_in_the_page(files, tmp_path, monkeyp
     offline torch hub cache) and an ensemble of it, named by AudioSet's labels (the cached list)."""
     import torch
 
-    from app import build_page
     from audioset.synthetic import write_labels_csv
-    from inference import class_names_for, load_model
-    from models.checkpoints import cache_path
-    from models.passt import ARCHS, ArchConfig, get_model
-    from models.registry import ENSEMBLES
+    from helpers.inference.cli import class_names_for
+    from helpers.inference.model import load_model
+    from helpers.inference.web_demo import build_page
+    from models.build import get_model
+    from models.hub_cache import cache_path
+    from models.registry import ARCHS, ENSEMBLES, ArchConfig
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     arch = ArchConfig("tiny_release", "https://example.invalid/tiny.pt", "test only", embed_dim=32, depth=1,
@@ -118,11 +119,11 @@ def test_released_models_and_ensembles_open_in_the_page(files, tmp_path, monkeyp
                cache_path(arch.url))
     (tmp_path / "torch" / "hub" / "audioset").mkdir()
     write_labels_csv(tmp_path / "torch" / "hub" / "audioset" / "class_labels_indices.csv", 527)
-    for spec in ("tiny_release", "tiny_ensemble"):
-        model = load_model(spec).place("cpu", "fp32")
-        demo = Demo(model, class_names_for(model, None), work_dir=tmp_path / spec)
+    for name in ("tiny_release", "tiny_ensemble"):
+        model = load_model(name).place("cpu", "fp32")
+        demo = Demo(model, class_names_for(model, None), work_dir=tmp_path / name)
         result = demo.analyse(str(files["clip"]), top_k=4)
-        assert len(result.top) == 4 and all(name.startswith("Synthetic label") for name in result.top), spec
+        assert len(result.top) == 4 and all(name.startswith("Synthetic label") for name in result.top), name
         expected = next(tag_files(model, [files["clip"]]))
         assert list(result.top) == [demo.class_names[c] for c, _, _ in expected.top(4)]
         assert build_page(demo, None, None, 4, "sigmoid") is not None  # the page builds for it (not served)

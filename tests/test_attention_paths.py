@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-import models.passt as passt
-from models.passt import ATTENTION_TABLE_PATH, PaSSTAttention, fused_attention_is_faster
+import models.attention_paths as attention_paths
+from models.attention_paths import ATTENTION_TABLE_PATH, fused_attention_is_faster
+from models.passt import PaSSTAttention
 
 TABLE = {"cpu": {
     "float32": {"machine": "test", "measured_by": "test", "rows": [
@@ -23,7 +24,7 @@ TABLE = {"cpu": {
 
 @pytest.fixture
 def fake_table(monkeypatch):
-    monkeypatch.setattr(passt, "_attention_table", lambda: TABLE)
+    monkeypatch.setattr(attention_paths, "_attention_table", lambda: TABLE)
     fused_attention_is_faster.cache_clear()
     yield
     fused_attention_is_faster.cache_clear()

@@ -14,11 +14,11 @@ import pytest
 import torch.hub
 
 from audioset.prepare_scripts import create_h5pymp3_dataset as prepare
-from audioset.prepare_scripts import labels as labels_mod
 from audioset.prepare_scripts.segments import read_segments
 from audioset.synthetic import synthetic_clip, write_audio_file, write_labels_csv, write_segments_csv
 from helpers.data import hdf5_writer as shards_mod
 from helpers.data.audio_io import decode_audio
+from models import labels as labels_mod
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES = 527
@@ -287,7 +287,7 @@ def test_labels_download_and_offline_error(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(RuntimeError) as err:
         labels_mod.ensure_labels_csv(None)
-    assert labels_mod.LABELS_URL in str(err.value) and str(target) in str(err.value)
+    assert labels_mod.AUDIOSET_LABELS_URL in str(err.value) and str(target) in str(err.value)
     assert not target.exists()
 
     seen = []
@@ -298,7 +298,7 @@ def test_labels_download_and_offline_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
     assert labels_mod.ensure_labels_csv(None) == target
-    assert seen == [labels_mod.LABELS_URL]
+    assert seen == [labels_mod.AUDIOSET_LABELS_URL]
     assert labels_mod.read_labels(target) == ["/m/fake000", "/m/fake001", "/m/fake002"]
     with pytest.raises(FileNotFoundError, match="label list not found"):
         labels_mod.ensure_labels_csv(tmp_path / "nope.csv")

@@ -28,7 +28,7 @@ from original_layout import original_forward, original_state_dict, save_original
 from helpers.inference import hear
 from helpers.inference.model import load_checkpoint
 from helpers.training.checkpoint_io import AtomicCheckpointIO
-from models.build import build_net
+from models.build import build_net, get_model
 from models.checkpoints import (
     CheckpointError,
     TrustedCheckpointWarning,
@@ -36,8 +36,9 @@ from models.checkpoints import (
     extract_state_dict,
     read_checkpoint,
 )
-from models.passt import ARCHS, ArchConfig, get_model, load_weights
+from models.passt_weights import load_weights
 from models.preprocess import AugmentMelSTFT
+from models.registry import ARCHS, ArchConfig
 from models.safetensors_file import write_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,9 +199,9 @@ def test_original_framework_lightning_checkpoint_loads_safely_with_the_same_outp
     # the inference loader: its front end, then the same network
     model = load_checkpoint(path, arch=tiny_arch.name).place("cpu", "fp32")
     wave = torch.randn(1, SR * 2) * 0.1
-    spec = AugmentMelSTFT().eval()(wave).unsqueeze(1)
+    spectrograms = AugmentMelSTFT().eval()(wave).unsqueeze(1)
     with torch.no_grad():
-        torch.testing.assert_close(model(wave)[0], original_forward(live, spec, (10, 10), 4)[0], atol=1e-4, rtol=0)
+        torch.testing.assert_close(model(wave)[0], original_forward(live, spectrograms, (10, 10), 4)[0], atol=1e-4, rtol=0)
 
 
 def test_safetensors_export_loads_as_its_checkpoint_with_record_and_swa(tmp_path):

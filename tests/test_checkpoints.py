@@ -7,8 +7,12 @@ import pytest
 import torch
 from original_layout import original_forward, original_state_dict
 
-from models.checkpoints import CheckpointError, cache_path
-from models.passt import ARCHS, ArchConfig, get_model, load_weights, patch_grid
+from models.build import get_model
+from models.checkpoints import CheckpointError
+from models.hub_cache import cache_path
+from models.passt import patch_grid
+from models.passt_weights import load_weights
+from models.registry import ARCHS, ArchConfig
 
 TINY = dict(pretrained=False, depth=2, embed_dim=64, num_heads=4)
 

@@ -18,8 +18,11 @@ from sklearn.metrics import average_precision_score
 from helpers.data.audio_io import encode_mp3
 from helpers.training.mixup import draw_mixup
 from helpers.training.tasks import MaskedMultiLabelTask, MultiClassTask, MultiLabelTask
-from models.checkpoints import cache_path
-from models.passt import ARCHS, get_model, load_weights, patch_grid
+from models.build import get_model
+from models.hub_cache import cache_path
+from models.passt import patch_grid
+from models.passt_weights import load_weights
+from models.registry import ARCHS
 from openmic.dataset import mix_masked_targets
 
 QUIET = {"--loglevel": "ERROR"}
@@ -265,7 +268,7 @@ def test_own_folder_picks_the_task_from_the_csv(tmp_path):
                                                              ("fsd50k-n", 200, 16)])
 def test_released_downstream_checkpoints_load(alias, n_classes, stride, monkeypatch, tmp_path):
     """Files in the release layout (written here, tiny) load into the registry's architecture unchanged."""
-    from models.passt import resolve_arch
+    from models.registry import resolve_arch
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     arch = resolve_arch(alias)

@@ -63,7 +63,7 @@ def test_esc50_rerun_converts_only_missing_clips_and_lists_failures(tmp_path):
 
 def test_esc50_offline_download_names_url_and_path(tmp_path, monkeypatch):
     _offline(monkeypatch)
-    status = esc50_prepare.main(["--source", str(tmp_path / "ESC-50-master.zip"), "--out", str(tmp_path / "out")])
+    status = esc50_prepare.main(["--source", str(tmp_path / "ESC-50-master.zip"), "--out-dir", str(tmp_path / "out")])
     assert status == 1
     with pytest.raises(RuntimeError) as err:
         esc50_prepare.prepare(tmp_path / "ESC-50-master.zip", tmp_path / "out")

@@ -125,7 +125,7 @@ def test_ddp_two_cpu_processes_observe_rank_zero_only(mini_audioset, tmp_path):
 def _run_in_process(monkeypatch, mini_audioset, tmp_path, **overrides):
     """Train in-process with a Trainer that must never be built (the failure has to come first)."""
     from ex_audioset import ex
-    from helpers.experiment import run as commands
+    from helpers.experiment import commands
 
     def no_trainer(*args, **kwargs):
         raise AssertionError("the Trainer was built before the bad input was reported")

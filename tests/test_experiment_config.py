@@ -6,6 +6,7 @@ import contextlib
 import inspect
 import io
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,10 +14,11 @@ import torch
 from ex_audioset import ex
 from helpers.experiment.loggers import default_wandb_mode
 from helpers.experiment.trainer import build_trainer, ddp_strategy, fast_fp32_matmuls, translate_legacy_keys
-from models.passt import ARCHS, get_model
+from models.build import get_model
 from models.preprocess import AugmentMelSTFT
-from models.registry import ENSEMBLES, SHORT_NAMES
+from models.registry import ARCHS, ENSEMBLES, SHORT_NAMES
 
+ROOT = Path(__file__).resolve().parents[1]
 STRIP_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 QUIET = {"--loglevel": "ERROR"}
 
@@ -203,3 +205,33 @@ def test_wandb_is_offline_without_an_account(monkeypatch, tmp_path):
     assert default_wandb_mode() == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert default_wandb_mode() == "disabled"
+
+
+@pytest.mark.parametrize("script, key, tail", [
+    ("ex_audioset", "eval_hdf5", "mp3/eval_segments_mp3.hdf"),
+    ("ex_esc50", "meta_csv", "meta/esc50.csv"),
+    ("ex_openmic", "openmic_test_hdf5", "mp3/openmic_test.csv_mp3.hdf"),
+    ("ex_fsd50k", "valid_hdf5", "mp3/FSD50K.val_mp3.hdf"),
+])
+def test_dataset_paths_follow_base_dir_with_or_without_a_trailing_slash(script, key, tail):
+    experiment = __import__(script).ex
+    for base_dir in ("/data/sets", "/data/sets/"):
+        cfg = experiment.run("print_config", config_updates={"basedataset": {"base_dir": base_dir}},
+                             options=QUIET).config
+        assert cfg["basedataset"][key] == f"/data/sets/{tail}"
+
+
+def test_every_dataset_describes_the_shared_keys_once():
+    """The decoding and augmentation keys come from one place (helpers/experiment/dataset_config.py),
+    and the augmentation keys are exactly what augment_training_set takes."""
+    from helpers.data.augment import AUGMENTATION_KEYS, augment_training_set
+    from helpers.experiment.dataset_config import DOCS, shared_dataset_config
+
+    assert set(AUGMENTATION_KEYS) == set(inspect.signature(augment_training_set).parameters) - {"dataset",
+                                                                                                "mix_targets"}
+    assert set(shared_dataset_config()()) == set(DOCS) >= set(AUGMENTATION_KEYS)
+    for folder in ("audioset", "esc50", "openmic", "fsd50k", "folder"):
+        source = (ROOT / folder / "dataset.py").read_text()
+        assert "shared_dataset_config(" in source
+        for key in DOCS:
+            assert f"    {key} = " not in source, f"{folder}/dataset.py sets {key} itself"

@@ -33,9 +33,9 @@ ATOL = 1e-4
 def float64_log_mel(mel: AugmentMelSTFT, wave: torch.Tensor) -> torch.Tensor:
     """The eval front end's function computed in float64 with torch.stft: the reference for both."""
     x = F.conv1d(wave.double().unsqueeze(1), mel.preemphasis.double()).squeeze(1)
-    spec = torch.stft(x, mel.n_fft, hop_length=mel.hopsize, win_length=mel.win_length, window=mel.window.double(),
+    stft = torch.stft(x, mel.n_fft, hop_length=mel.hopsize, win_length=mel.win_length, window=mel.window.double(),
                       center=True, return_complex=True)
-    return ((mel.eval_mel_basis.double() @ spec.abs().square() + 1e-5).log() + 4.5) / 5.0
+    return ((mel.eval_mel_basis.double() @ stft.abs().square() + 1e-5).log() + 4.5) / 5.0
 
 
 @pytest.mark.parametrize(("n_mels", "hopsize"), [(128, 320), (128, 160), (128, 100), (64, 320)])
@@ -64,7 +64,7 @@ def exported(tmp_path_factory) -> dict:
     """A tiny 10 s checkpoint with class names, exported by the real command (one subprocess)."""
     root = tmp_path_factory.mktemp("export")
     ckpt = write_tiny_checkpoint(root / "tagger.ckpt", CLASSES, seed=3)
-    proc = subprocess.run([sys.executable, str(ROOT / "export.py"), "--model", str(ckpt), "--out", str(root / "out")],
+    proc = subprocess.run([sys.executable, str(ROOT / "export.py"), "--model", str(ckpt), "--out-dir", str(root / "out")],
                           capture_output=True, text=True, cwd=root, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"ckpt": ckpt, "out": root / "out", "stdout": proc.stdout, "stderr": proc.stderr}

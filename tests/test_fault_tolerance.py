@@ -282,7 +282,7 @@ def test_with_fp16_loss_scaling_nan_steps_are_counted_and_logged_not_fatal(tmp_p
 
 # ----------------------------------------------------------------------------------- bad data
 def _fails_before_training(monkeypatch, mini, tmp_path, error, match, **basedataset):
-    from helpers.experiment import run as commands
+    from helpers.experiment import commands
 
     monkeypatch.setattr(commands, "build_trainer", lambda *a, **k: pytest.fail("the Trainer was built"))
     with pytest.raises(error, match=match):

@@ -236,11 +236,13 @@ def test_importance_sampler_follows_the_run_seed(mini_audioset):
 
 
 def test_sacred_ingredient_defaults_follow_base_dir():
-    cfg = audioset_dataset.dataset.configurations[0]({"base_dir": "/data/as/"})
-    assert cfg["balanced_train_hdf5"] == "/data/as/mp3/balanced_train_segments_mp3.hdf"
-    assert cfg["unbalanced_train_hdf5"] == "/data/as/mp3/unbalanced_train_segments_mp3.hdf"
-    assert cfg["eval_hdf5"] == "/data/as/mp3/eval_segments_mp3.hdf"
-    defaults = audioset_dataset.dataset.configurations[0]()
+    shared, own = audioset_dataset.dataset.configurations  # the keys every dataset shares, AudioSet's own
+    for base_dir in ("/data/as/", "/data/as"):
+        cfg = own({"base_dir": base_dir})
+        assert cfg["balanced_train_hdf5"] == "/data/as/mp3/balanced_train_segments_mp3.hdf"
+        assert cfg["unbalanced_train_hdf5"] == "/data/as/mp3/unbalanced_train_segments_mp3.hdf"
+        assert cfg["eval_hdf5"] == "/data/as/mp3/eval_segments_mp3.hdf"
+    defaults = {**shared(), **own()}
     assert defaults["base_dir"] == "audioset_hdf5s/"
     # the original recipe (kkoutini/PaSST ex_audioset.py, audioset/dataset.py)
     assert (defaults["sample_rate"], defaults["clip_length"], defaults["gain_augment"]) == (32000, 10, 7)

@@ -10,7 +10,6 @@ import csv
 import json
 import subprocess
 import sys
-import urllib.error
 from pathlib import Path
 
 import av
@@ -19,30 +18,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import inference as cli
 from helpers.data.audio_io import load_audio
-from helpers.inference import hear
-from helpers.inference.model import InferenceModel, load_checkpoint, load_released
+from helpers.inference import cli, hear
+from helpers.inference.model import InferenceModel, load_checkpoint, load_model, load_released
 from helpers.inference.tagging import tag_files, tag_waveform, window_starts
-from models.checkpoints import CheckpointError, cache_path
-from models.passt import ARCHS, ArchConfig, get_model
+from models.build import get_model
+from models.checkpoints import CheckpointError
+from models.hub_cache import cache_path
 from models.preprocess import AugmentMelSTFT
+from models.registry import ARCHS, ArchConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 32000
 TINY_NET = dict(depth=1, embed_dim=32, num_heads=2, input_tdim=200)  # time encodings for 2 s
-
-
-@pytest.fixture
-def offline_home(tmp_path, monkeypatch):
-    """An empty torch hub cache and no network."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-    def refuse(url, dst, *args, **kwargs):
-        raise urllib.error.URLError("network is unreachable")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    return tmp_path / "torch"
 
 
 @pytest.fixture
@@ -180,12 +168,12 @@ def test_checkpoint_rebuilds_and_names_its_network(offline_home, tmp_path):
     torch.save({"state_dict": state, "passt": {"experiment": "mine", "models": tiny_models_config(),
                                               "class_names": ["dog", "cat", "bird"]}}, path)
     wave = torch.from_numpy(tone(2))[None]
-    spec = AugmentMelSTFT().eval()(wave).unsqueeze(1)
+    spectrograms = AugmentMelSTFT().eval()(wave).unsqueeze(1)
     for use_swa, net in ((False, live), (True, swa)):
         model = load_checkpoint(path, swa=use_swa).place("cpu", "fp32")
         assert model.class_names == ["dog", "cat", "bird"]
         with torch.no_grad():
-            torch.testing.assert_close(model(wave)[0], net.eval()(spec)[0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(model(wave)[0], net.eval()(spectrograms)[0], atol=1e-5, rtol=0)
 
 
 def test_ensemble_checkpoint(offline_home, tmp_path):
@@ -198,9 +186,9 @@ def test_ensemble_checkpoint(offline_home, tmp_path):
     torch.save({"state_dict": state, "passt": {"models": cfg, "class_names": None}}, tmp_path / "ens.ckpt")
     model = load_checkpoint(tmp_path / "ens.ckpt").place("cpu", "fp32")
     wave = torch.from_numpy(tone(1))[None]
-    spec = AugmentMelSTFT().eval()(wave).unsqueeze(1)
+    spectrograms = AugmentMelSTFT().eval()(wave).unsqueeze(1)
     with torch.no_grad():
-        expected = torch.stack([m.eval()(spec)[0] for m in members]).mean(0)
+        expected = torch.stack([m.eval()(spectrograms)[0] for m in members]).mean(0)
         torch.testing.assert_close(model(wave)[0], expected, atol=1e-5, rtol=0)
     assert model.class_names is None and model.embedding_size == 64
 
@@ -333,9 +321,9 @@ def test_cli_tags_files_writes_outputs_and_fails_on_bad_files(offline_home, tmp_
 
 def test_model_names_resolve_to_checkpoints_ensembles_and_archs(offline_home, tiny_release, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
-        cli.load_model(str(tmp_path / "missing.ckpt"))
+        load_model(str(tmp_path / "missing.ckpt"))
     with pytest.raises(ValueError, match="Known architectures"):
-        cli.load_model("no_such_model")
+        load_model("no_such_model")
     with pytest.raises(RuntimeError, match="passt-s-f128-p16-s10-ap.476-swa.pt"):  # first member, offline
-        cli.load_model("ensemble_s10")
-    assert cli.load_model("tiny_release").name == "tiny_release"
+        load_model("ensemble_s10")
+    assert load_model("tiny_release").name == "tiny_release"

@@ -3,6 +3,9 @@
 Layers, top to bottom: experiment scripts and datasets, ``helpers.experiment``, ``helpers.training``
 (and beside it ``helpers.inference``), ``helpers.data``, ``models`` (see ``helpers/__init__.py``). Imports are read from the source (every
 ``import``/``from ... import``, at any depth), so an import inside a function counts too.
+
+Within ``models``: the network file is the network, the registry is data every consumer reads;
+the command scripts at the top are thin wrappers of ``helpers.inference``; nothing edits ``sys.path``.
 """
 
 from __future__ import annotations
@@ -108,3 +111,46 @@ def test_checkpoint_reading_knows_no_architecture():
     graph = import_graph()
     for module in reading:
         assert graph[module] <= reading, f"{module} imports {sorted(graph[module] - reading)}"
+
+
+def _imports_of_file(path: Path) -> set[str]:
+    """Every module name ``path`` imports (absolute imports, at any depth)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_the_network_file_holds_the_network_only():
+    # the registry, the builder, the checkpoint adaptation and the attention table live beside it
+    assert import_graph()["models.passt"] == {"models.attention_paths"}
+
+
+def test_registry_is_data_read_by_every_consumer():
+    graph = import_graph()
+    assert graph["models.registry"] == set()  # no torch, no other module: data and lookups
+    for consumer in ("models.build", "models.labels", "helpers.inference.model", "helpers.inference.cli",
+                     "helpers.inference.hear"):
+        assert "models.registry" in graph[consumer], consumer
+    config_updates = _imports_of_file(ROOT / "config_updates.py")
+    assert "models.registry" in config_updates and not any(m.startswith("helpers") for m in config_updates)
+
+
+@pytest.mark.parametrize("script", ["inference.py", "export.py", "app.py"])
+def test_command_scripts_are_thin_wrappers_of_helpers_inference(script):
+    imports = _imports_of_file(ROOT / script)
+    assert imports and all(m.startswith("helpers.inference.") for m in imports), sorted(imports)
+
+
+def test_no_script_edits_sys_path():
+    """The packages are installed (``pip install -e .``); no script puts the repository on ``sys.path``."""
+    folders = [d for d in ROOT.iterdir() if d.is_dir() and not d.is_symlink() and d.name.isidentifier()]
+    offenders = []
+    for path in sorted([*ROOT.glob("*.py"), *(p for d in folders for p in d.rglob("*.py"))]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", "") == "sys":
+                offenders.append(str(path.relative_to(ROOT)))
+    assert not offenders, f"sys.path used in {sorted(set(offenders))}"

@@ -9,7 +9,8 @@ from torch.utils.data import DataLoader, Dataset
 from helpers.training.module import AudioModule, no_weight_decay_names
 from helpers.training.swa import SWACallback
 from helpers.training.tasks import MultiClassTask, MultiLabelTask
-from models.passt import get_model, load_weights
+from models.build import get_model
+from models.passt_weights import load_weights
 from models.preprocess import AugmentMelSTFT
 
 N_CLASSES = 5
@@ -50,8 +51,8 @@ def _batch(n=4):
 
 def test_mel_front_end_runs_inside_the_module():
     module = tiny_module()
-    spec = module.mel_forward(_batch()[0])
-    assert spec.shape == (4, 1, 64, 100)
+    spectrograms = module.mel_forward(_batch()[0])
+    assert spectrograms.shape == (4, 1, 64, 100)
     logits, emb = module(_batch()[0])
     assert logits.shape == (4, N_CLASSES) and emb.shape == (4, 32)
 
@@ -181,7 +182,7 @@ def _config(**top):
 
 
 def test_build_module_follows_the_config_and_compiles_in_place(monkeypatch):
-    from helpers.experiment.run import module_for as build_module
+    from helpers.experiment.commands import module_for as build_module
     from helpers.experiment.spec import ExperimentSpec
 
     compiled = []
@@ -222,3 +223,24 @@ def test_ddp_gathering_uses_each_sets_own_sampler():
         module.all_gather = lambda t, g=gathered: g  # noqa: B023 - each set's own gathered tensor
         logits, targets = module._gather_eval_set(torch.zeros(1), torch.zeros(1), index)
         assert logits[:, 0].tolist() == list(range(n))  # every example once, padding removed
+
+
+def test_the_bare_training_step_is_one_optimizer_step_on_the_task_loss():
+    """helpers.training.speed.training_step (what model_speed_test and the benchmarks time) is a plain step."""
+    from helpers.training.speed import training_step
+    from helpers.training.tasks import MultiLabelTask
+
+    torch.manual_seed(0)
+    net = get_model(pretrained=False, n_classes=5, depth=1, embed_dim=32, num_heads=2, input_tdim=100)
+    twin = get_model(pretrained=False, n_classes=5, depth=1, embed_dim=32, num_heads=2, input_tdim=100)
+    twin.load_state_dict(net.state_dict())
+    net.eval(), twin.eval()  # no random time-encoding offsets: both see the same function
+    spectrograms, targets = torch.randn(2, 1, 128, 100), (torch.rand(2, 5) < 0.5).float()
+    loss = training_step(net, spectrograms, targets, MultiLabelTask().loss, torch.optim.SGD(net.parameters(), lr=0.1))
+
+    expected = MultiLabelTask().loss(twin(spectrograms)[0], targets)
+    expected.backward()
+    torch.optim.SGD(twin.parameters(), lr=0.1).step()
+    torch.testing.assert_close(loss, expected.detach())
+    for (name, a), b in zip(net.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)

@@ -34,7 +34,7 @@ from helpers.training.nonfinite import NonFiniteGuard
 from helpers.training.optim import make_optimizer
 from helpers.training.resume import StepSeeds, TrainingPosition
 from helpers.training.tasks import MultiLabelTask
-from models.passt import get_model
+from models.build import get_model
 from models.preprocess import AugmentMelSTFT
 
 N_CLASSES = 5
@@ -205,7 +205,7 @@ def test_lightning_training_and_validation_steps_read_nothing_back(tmp_path):
 
 
 def test_the_fault_tolerance_callbacks_read_nothing_back_between_their_checks(tmp_path):
-    # what every training run adds (helpers.experiment.run.fault_tolerance_callbacks): the position
+    # what every training run adds (helpers.experiment.commands.fault_tolerance_callbacks): the position
     # in the epoch, per-step seeds, and the NaN/inf guard, which reads its flag every 50 steps here
     torch.manual_seed(0)
     callbacks = (TrainingPosition(ResumePoint()), StepSeeds(0), NonFiniteGuard(None, check_every=50))

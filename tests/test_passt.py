@@ -4,17 +4,11 @@ import pytest
 import torch
 from original_layout import original_forward, original_state_dict
 
-from models.ensemble import PaSSTEnsemble, get_ensemble_model
-from models.passt import (
-    ARCH_ALIASES,
-    ARCHS,
-    PaSST,
-    cut_blocks,
-    get_model,
-    load_state_dict_into,
-    patch_grid,
-    resolve_arch,
-)
+from models.build import get_ensemble_model, get_model
+from models.ensemble import PaSSTEnsemble
+from models.passt import PaSST, cut_blocks, patch_grid
+from models.passt_weights import load_state_dict_into
+from models.registry import ARCH_ALIASES, ARCHS, resolve_arch
 
 TINY = dict(pretrained=False, depth=2, embed_dim=64, num_heads=4)
 

@@ -13,7 +13,7 @@ import torch
 from helpers.experiment.trainer import build_trainer
 from helpers.inference.model import InferenceModel
 from models import precision
-from models.passt import get_model
+from models.build import get_model
 from models.precision import CPU_PRECISION_ENV, autocast_dtype, cpu_has_fast_bf16, decide_precision
 from models.preprocess import AugmentMelSTFT
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from models.passt import get_model
+from models.build import get_model
 
 TINY_NET = dict(depth=1, embed_dim=32, num_heads=2)
 

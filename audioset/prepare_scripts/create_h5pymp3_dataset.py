@@ -14,7 +14,7 @@ Usage (from the repository root)::
   (``end - start`` seconds, from the file start; ``--cut-segments`` cuts ``[start, end]`` for
   files holding the whole video) and encoded as mp3.
 * Labels: ``--labels`` or the official list, downloaded once into
-  ``<torch.hub.get_dir()>/audioset/`` (see :mod:`audioset.prepare_scripts.labels`).
+  ``<torch.hub.get_dir()>/audioset/`` (see :mod:`models.labels`).
 * Missing or unreadable audio is not fatal: it is listed in ``<out>.failed.txt`` and summarised
   (if nothing at all can be read, the run fails instead of writing an empty file).
 * Interrupting is safe: finished work is kept in ``<out>.partial/``; rerun the same command to
@@ -30,16 +30,13 @@ import os
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script path: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import av
+import numpy as np
 
-import av  # noqa: E402
-import numpy as np  # noqa: E402
-
-from audioset.prepare_scripts.labels import ensure_labels_csv, read_labels  # noqa: E402
-from audioset.prepare_scripts.segments import Segment, find_audio, index_audio_files, read_segments  # noqa: E402
-from helpers.data.audio_io import AudioDecodeError, encode_mp3, load_audio  # noqa: E402
-from helpers.data.hdf5_writer import PrepareResult, add_encoding_arguments, run_prepare, write_hdf5  # noqa: E402
+from audioset.prepare_scripts.segments import Segment, find_audio, index_audio_files, read_segments
+from helpers.data.audio_io import AudioDecodeError, encode_mp3, load_audio
+from helpers.data.hdf5_writer import PrepareResult, add_encoding_arguments, run_prepare, write_hdf5
+from models.labels import ensure_labels_csv, read_labels
 
 __all__ = ["PrepareResult", "create_hdf5", "encode_segment", "audio_name", "main"]
 

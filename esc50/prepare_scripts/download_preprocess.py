@@ -3,16 +3,16 @@
 Usage (from the repository root)::
 
     python -m esc50.prepare_scripts.download_preprocess [--source ESC-50-master.zip] \\
-        [--out audioset_hdf5s/esc50/] [--workers 4]
+        [--out-dir audioset_hdf5s/esc50/] [--workers 4]
 
 * ``--source``: the GitHub zip (downloaded from :data:`ESC50_URL` when it does not exist yet) or
   the folder it unpacks to (``ESC-50-master/`` with ``meta/esc50.csv`` and ``audio/*.wav``).
-* Output: ``<out>/meta/esc50.csv`` (copied as is) and ``<out>/audio_32k/<filename>`` (every clip
+* Output: ``<out-dir>/meta/esc50.csv`` (copied as is) and ``<out-dir>/audio_32k/<filename>`` (every clip
   resampled to 32 kHz, mono, 16-bit wav): the layout of the original's ``esc50.zip``.
 * Interrupting is safe: every clip is written under a temporary name, flushed to the disk and
   renamed when complete (:func:`helpers.data.atomic.atomic_write`);
   a rerun converts only the clips still missing. Clips that fail are listed in
-  ``<out>/failed.txt`` and summarised.
+  ``<out-dir>/failed.txt`` and summarised.
 """
 
 from __future__ import annotations
@@ -24,16 +24,13 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script path: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import av
+from tqdm import tqdm
 
-import av  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from esc50.dataset import read_meta  # noqa: E402
-from helpers.data.atomic import PARTIAL_SUFFIX, atomic_write  # noqa: E402
-from helpers.data.audio_io import AudioDecodeError, encode_audio, load_audio  # noqa: E402
-from helpers.data.download import download, extract  # noqa: E402
+from esc50.dataset import read_meta
+from helpers.data.atomic import PARTIAL_SUFFIX, atomic_write
+from helpers.data.audio_io import AudioDecodeError, encode_audio, load_audio
+from helpers.data.download import download, extract
 
 __all__ = ["ESC50_URL", "prepare", "main"]
 
@@ -66,10 +63,10 @@ def convert_clip(task: tuple[str, str, int]) -> tuple[str, str | None]:
     return dst, None
 
 
-def prepare(source: str | os.PathLike, out: str | os.PathLike, *, sample_rate: int = 32000, workers: int = 1,
+def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, *, sample_rate: int = 32000, workers: int = 1,
             progress: bool = True) -> tuple[int, list[tuple[str, str]]]:
-    """Convert the release at ``source`` into ``out``; returns (clips written now, failures as (file, reason))."""
-    release, out = find_release(source), Path(out)
+    """Convert the release at ``source`` into the folder ``out_dir``; returns (clips written now, failures as (file, reason))."""
+    release, out = find_release(source), Path(out_dir)
     clips = read_meta(release / "meta" / "esc50.csv")
     (out / "audio_32k").mkdir(parents=True, exist_ok=True)
     (out / "meta").mkdir(exist_ok=True)
@@ -103,21 +100,21 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Resample ESC-50 (GitHub release, 44.1 kHz) to the 32 kHz layout.")
     parser.add_argument("--source", default="ESC-50-master.zip",
                         help=f"the GitHub zip (downloaded from {ESC50_URL} if missing) or its unpacked folder")
-    parser.add_argument("--out", default="audioset_hdf5s/esc50/", help="output folder (basedataset.base_dir)")
+    parser.add_argument("--out-dir", default="audioset_hdf5s/esc50/", help="output folder (basedataset.base_dir)")
     parser.add_argument("--sample-rate", type=int, default=32000)
     parser.add_argument("--workers", type=int, default=1, help="conversion processes")
     args = parser.parse_args(argv)
     try:
-        written, failed = prepare(args.source, args.out, sample_rate=args.sample_rate, workers=args.workers)
+        written, failed = prepare(args.source, args.out_dir, sample_rate=args.sample_rate, workers=args.workers)
     except KeyboardInterrupt:
         print("\ninterrupted; finished clips are kept -- rerun the same command to resume", file=sys.stderr)
         return 130
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"converted {written} clips into {args.out}")
+    print(f"converted {written} clips into {args.out_dir}")
     if failed:
-        print(f"{len(failed)} clip(s) failed, listed in {Path(args.out) / 'failed.txt'}")
+        print(f"{len(failed)} clip(s) failed, listed in {Path(args.out_dir) / 'failed.txt'}")
         for name, reason in failed[:5]:
             print(f"  {name}: {reason}")
         return 1

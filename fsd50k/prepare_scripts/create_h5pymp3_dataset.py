@@ -29,15 +29,13 @@ import shutil
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script path: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from helpers.data.download import download, extract
+from helpers.data.hdf5_writer import PrepareResult, add_encoding_arguments, run_prepare, write_hdf5
+from models.labels import read_vocabulary
 
-from helpers.data.download import download, extract  # noqa: E402
-from helpers.data.hdf5_writer import PrepareResult, add_encoding_arguments, run_prepare, write_hdf5  # noqa: E402
-
-__all__ = ["ZENODO", "ARCHIVES", "unpack_release", "read_vocabulary", "prepare", "main"]
+__all__ = ["ZENODO", "ARCHIVES", "unpack_release", "prepare", "main"]
 
 ZENODO = "https://zenodo.org/record/4060432/files/"
 #: the folder each archive unpacks to -> its files on Zenodo (split zips: the parts, then the .zip)
@@ -75,18 +73,6 @@ def unpack_release(source: str | os.PathLike, fetch: bool = False) -> Path:
         else:
             os.replace(unpacked, source / folder)
     return source
-
-
-def read_vocabulary(path: Path) -> list[str]:
-    """Class names in index order from ``vocabulary.csv`` (rows ``index,name,mid``, no header)."""
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = [row for row in csv.reader(fh) if row]
-    names = []
-    for line, row in enumerate(rows, start=1):
-        if len(row) < 2 or row[0].strip() != str(len(names)):
-            raise ValueError(f"{path}:{line}: expected 'index,name,mid' with index {len(names)}, got {row}")
-        names.append(row[1].strip())
-    return names
 
 
 def read_ground_truth(path: Path, split: str | None, vocabulary: list[str]) -> tuple[list[str], np.ndarray]:

@@ -23,7 +23,8 @@ worker (NumPy's global generator would repeat the same "random" values in each w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -165,6 +166,16 @@ def concat_datasets(datasets: Sequence[Dataset]) -> ConcatDataset:
     if len(n_classes) > 1:
         raise ValueError(f"cannot concatenate datasets with different n_classes: {sorted(n_classes)}")
     return ConcatDataset(datasets)
+
+
+#: the ``basedataset`` keys that are arguments of :func:`augment_training_set` (described in
+#: :mod:`helpers.experiment.dataset_config`)
+AUGMENTATION_KEYS = ("gain_augment", "roll", "roll_conf", "wavmix", "wavmix_beta", "wavmix_rate")
+
+
+def augmentation_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`AUGMENTATION_KEYS` of a ``basedataset`` config, as :func:`augment_training_set` takes them."""
+    return {key: config[key] for key in AUGMENTATION_KEYS}
 
 
 def augment_training_set(dataset: Dataset, *, gain_augment: int = 7, roll: bool = True, roll_conf: dict | None = None,

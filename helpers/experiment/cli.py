@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from sacred import SETTINGS, Experiment, Ingredient
 from sacred.utils import apply_backspaces_and_linefeeds
 
-from helpers.experiment import run as commands
+from helpers.experiment import commands
 from helpers.experiment.config import check_config, default_config, plain, shared_config
 from helpers.experiment.ddp import prepare_argv
 from helpers.experiment.loggers import atomic_sacred_files

@@ -2,11 +2,12 @@
 
 This is the single description of the config keys: each key is declared below with its default
 and a one-line description, and ``python ex_<dataset>.py print_config`` shows both. The dataset
-ingredient (``basedataset``) describes its own keys next to their defaults in its ``dataset.py``.
+ingredient (``basedataset``) describes its own keys next to their defaults in its ``dataset.py``, the
+keys every dataset shares in :mod:`helpers.experiment.dataset_config`.
 
 Sections that pass their keys to a library accept every argument of that library, not only the
 keys listed here: ``trainer`` (``pytorch_lightning.Trainer``), ``models.net``
-(:func:`models.passt.get_model`), ``models.mel`` (:class:`models.preprocess.AugmentMelSTFT`),
+(:func:`models.build.get_model`), ``models.mel`` (:class:`models.preprocess.AugmentMelSTFT`),
 ``datasets.training`` / ``datasets.test`` (``torch.utils.data.DataLoader``), ``wandb``
 (``WandbLogger`` and ``wandb.init``) and ``checkpointing`` (``ModelCheckpoint``).
 
@@ -33,7 +34,7 @@ from helpers.data.loaders import OWN_LOADER_KEYS, default_num_workers
 from helpers.experiment.ddp import cores_per_process, ddp_processes_from_env
 from helpers.experiment.loggers import default_wandb_mode
 from helpers.experiment.trainer import LEGACY_TRAINER_KEYS, translate_legacy_keys
-from models.passt import get_model
+from models.build import get_model
 from models.preprocess import AugmentMelSTFT
 
 
@@ -95,8 +96,8 @@ def shared_config(experiment: str = "audioset") -> DescribedConfig:
     c.describe("models", "the network, its front end and where their weights come from")
     # structured patchout as in the paper (40 time columns, 4 frequency rows)
     c.add("models.net", {**signature_defaults(get_model), "s_patchout_t": 40, "s_patchout_f": 4},
-          "arguments of models.passt.get_model")
-    c.describe("models.net.arch", "a released architecture (models.passt.ARCHS) or one of its aliases")
+          "arguments of models.build.get_model")
+    c.describe("models.net.arch", "a released architecture, alias or short name (models.registry)")
     c.describe("models.net.pretrained", "start from the released weights of arch")
     c.describe("models.net.n_classes", "outputs of the head (re-initialised when the weights have another count)")
     c.describe("models.net.fstride", "patch stride over frequency (16 = no overlap)")
@@ -203,6 +204,7 @@ def shared_config(experiment: str = "audioset") -> DescribedConfig:
     c.add("log_spectrograms", 2, "first training batches with a spectrogram image in wandb")
     c.add("output_dir", "outputs", "run folders: <output_dir>/<experiment>/<time>-run<id>")
     c.add("ckpt_path", None, "resume training from this Lightning checkpoint (.../checkpoints/last.ckpt)")
+    c.describe("seed", "the random seed for this experiment")  # sacred adds the key
     return DescribedConfig(c.values, c.docs)
 
 

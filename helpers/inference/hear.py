@@ -21,9 +21,8 @@ from __future__ import annotations
 import torch
 
 from helpers.inference.embeddings import embedding_size, scene_embeddings, sliding_embeddings
-from helpers.inference.model import InferenceModel, load_checkpoint, load_released
-
-DEFAULT_ARCH = "passt_s_swa_p16_128_ap476"  # what hear21passt.base loads
+from helpers.inference.model import InferenceModel, load_checkpoint, load_named
+from models.registry import HEAR_DEFAULT_ARCH
 
 __all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "configure"]
 
@@ -38,9 +37,10 @@ def load_model(model_file_path: str = "", arch: str | None = None, mode: str = "
         model_file_path: "" for the released weights of ``arch``; else a checkpoint of this
             framework's training, ``.ckpt`` or ``.safetensors`` (or, with ``arch``, any PaSST
             checkpoint; ``swa`` takes its SWA weights).
-        arch: a released architecture (``models.passt.ARCHS``); default ``passt_s_swa_p16_128_ap476``
-            as in ``hear21passt.base``; e.g. ``passt_s_kd_p16_128_ap486`` (the best single model) or
-            ``passt_20sec`` (20 s windows, as ``hear21passt.base20sec``).
+        arch: any model name of :mod:`models.registry` (architecture, alias, short name,
+            ensemble); default ``passt_s_swa_p16_128_ap476`` as in ``hear21passt.base``; e.g.
+            ``passt_s_kd_p16_128_ap486`` (the best single model) or ``passt_20sec`` (20 s windows,
+            as ``hear21passt.base20sec``).
         mode: ``"all"`` (logits + embedding), ``"embed_only"`` or ``"logits"``.
         precision: ``"fp32"``, ``"auto"`` (bf16 where native), ``"bf16"``, ``"fp16"`` (GPU).
         scene_hop_ms: hop of the scene windows over long audio; default a quarter of the model's
@@ -53,7 +53,7 @@ def load_model(model_file_path: str = "", arch: str | None = None, mode: str = "
     if model_file_path:
         model = load_checkpoint(model_file_path, swa=swa, arch=arch, trust_checkpoint=trust_checkpoint)
     else:
-        model = load_released(arch or DEFAULT_ARCH)
+        model = load_named(arch or HEAR_DEFAULT_ARCH)
     return configure(model.place(device, precision), mode, timestamp_window_ms, timestamp_hop_ms, scene_hop_ms,
                      batch_size)
 

@@ -3,8 +3,9 @@
 :class:`InferenceModel` maps waveforms to ``(logits, embedding)`` and knows its window geometry
 (the longest input its time encodings take, the shortest one a patch needs), its device and its
 precision. The loaders build one from a released architecture (:func:`load_released`), an
-ensemble of released architectures (:func:`load_ensemble`) or a checkpoint written by this
-framework's training (:func:`load_checkpoint`).
+ensemble of released architectures (:func:`load_ensemble`), any model name of the registry
+(:func:`load_named`), a checkpoint written by this framework's training (:func:`load_checkpoint`),
+or either of the last two (:func:`load_model`, what the commands take).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from models.build import build_mel, build_net
+from models.build import build_mel, build_net, get_ensemble_model, get_model
 from models.checkpoints import CheckpointError, extract_state_dict, read_checkpoint
-from models.ensemble import PaSSTEnsemble, get_ensemble_model
-from models.passt import PATCH_SIZE, PaSST, get_model, load_state_dict_into, resolve_arch
+from models.ensemble import PaSSTEnsemble
+from models.passt import PATCH_SIZE, PaSST
+from models.passt_weights import load_state_dict_into
 from models.precision import autocast_dtype, decide_precision
 from models.preprocess import AugmentMelSTFT
+from models.registry import resolve_arch, resolve_model
 
 _logger = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ class InferenceModel(nn.Module):
 
     Attributes:
         class_names: the name of each output, or None when unknown.
+        label_set: the :data:`models.registry.LABEL_SETS` entry naming the outputs of a released
+            model (fetched on demand: :func:`models.labels.class_names`), or None.
         sample_rate: what the front end expects (32 kHz for every released model).
         max_samples: the longest input the time encodings take without cutting it.
         window: the default analysis window: ``max_samples`` rounded down to whole seconds (the
@@ -54,7 +59,7 @@ class InferenceModel(nn.Module):
     """
 
     def __init__(self, net: nn.Module, mel: AugmentMelSTFT, class_names: Sequence[str] | None = None,
-                 name: str = "") -> None:
+                 name: str = "", label_set: str | None = None) -> None:
         super().__init__()
         self.net = net.eval()
         self.mel = mel.eval()
@@ -65,6 +70,7 @@ class InferenceModel(nn.Module):
         if class_names is not None and len(class_names) != self.n_classes:
             raise ValueError(f"{len(class_names)} class names for a network with {self.n_classes} outputs")
         self.class_names = list(class_names) if class_names is not None else None
+        self.label_set = label_set
         self.sample_rate = mel.sr
         # a spectrogram of F frames comes from at most F * hop samples; one more time column of
         # patches needs `stride` more frames than the last full patch
@@ -90,10 +96,10 @@ class InferenceModel(nn.Module):
         wave = wave.to(self.device, torch.float32)
         if wave.shape[-1] < self.min_samples:
             wave = nn.functional.pad(wave, (0, self.min_samples - wave.shape[-1]))
-        spec = self.mel(wave).unsqueeze(1)
+        spectrograms = self.mel(wave).unsqueeze(1)
         dtype = self.autocast_dtype
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits, embedding = self.net(spec)
+            logits, embedding = self.net(spectrograms)
         return logits.float(), embedding.float()
 
     def describe(self) -> str:
@@ -104,11 +110,12 @@ class InferenceModel(nn.Module):
 
 # ------------------------------------------------------------------------------------- loaders
 def load_released(arch: str, class_names: Sequence[str] | None = None) -> InferenceModel:
-    """A released architecture (or alias) with its weights and the settings it was trained with."""
+    """A released architecture (or alias, or short name) with its weights and the settings it was trained with."""
     cfg = resolve_arch(arch)
     net = get_model(arch=cfg.name, pretrained=True, n_classes=cfg.n_classes, fstride=cfg.fstride,
                     tstride=cfg.tstride, input_fdim=cfg.input_fdim, input_tdim=cfg.input_tdim)
-    return InferenceModel(net, AugmentMelSTFT(n_mels=cfg.input_fdim, hopsize=cfg.hopsize), class_names, cfg.name)
+    return InferenceModel(net, AugmentMelSTFT(n_mels=cfg.input_fdim, hopsize=cfg.hopsize), class_names, cfg.name,
+                          label_set=cfg.labels)
 
 
 def load_ensemble(archs: Sequence[str], class_names: Sequence[str] | None = None,
@@ -120,7 +127,36 @@ def load_ensemble(archs: Sequence[str], class_names: Sequence[str] | None = None
         raise ValueError(f"an ensemble shares one mel front end, but {archs} use STFT hops {sorted(hops)}")
     net = get_ensemble_model([{"arch": c.name, "fstride": c.fstride, "tstride": c.tstride,
                                "input_tdim": c.input_tdim, "n_classes": c.n_classes} for c in cfgs])
-    return InferenceModel(net, AugmentMelSTFT(hopsize=hops.pop()), class_names, name or "+".join(archs))
+    label_sets = {c.labels for c in cfgs}
+    return InferenceModel(net, AugmentMelSTFT(hopsize=hops.pop()), class_names, name or "+".join(archs),
+                          label_set=label_sets.pop() if len(label_sets) == 1 else None)
+
+
+def load_named(name: str) -> InferenceModel:
+    """Any model name of the registry (:func:`models.registry.resolve_model`): an architecture, an
+    alias, a short name or an ensemble named config."""
+    choice = resolve_model(name)
+    if choice.is_ensemble:
+        return load_ensemble([arch.name for arch in choice.members], name=choice.name)
+    return load_released(choice.name)
+
+
+#: the endings of checkpoint files (a name ending so is not looked up in the registry)
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
+
+
+def load_model(name_or_path: str | os.PathLike, swa: bool = False, arch: str | None = None,
+               trust_checkpoint: bool = False) -> InferenceModel:
+    """A checkpoint file (:func:`load_checkpoint`) or a model name of the registry (:func:`load_named`)."""
+    if os.path.isfile(name_or_path):
+        return load_checkpoint(name_or_path, swa=swa, arch=arch, trust_checkpoint=trust_checkpoint)
+    name = os.fspath(name_or_path)
+    if name.endswith(CHECKPOINT_SUFFIXES):
+        raise FileNotFoundError(f"checkpoint file not found: {name}")
+    try:
+        return load_named(name)
+    except ValueError as err:
+        raise ValueError(f"{err}; or a checkpoint file") from None
 
 
 def _plain(obj: Any) -> Any:
@@ -169,6 +205,7 @@ def load_checkpoint(path: str | os.PathLike, swa: bool = False, arch: str | None
     data is refused unless ``trust_checkpoint=True`` (:func:`models.checkpoints.read_checkpoint`).
     """
     source = os.fspath(path)
+    label_set = None
     checkpoint = read_checkpoint(path, trust_checkpoint=trust_checkpoint)
     state = extract_state_dict(checkpoint, swa=swa)
     record = checkpoint.get("passt") if isinstance(checkpoint, Mapping) else None
@@ -187,10 +224,12 @@ def load_checkpoint(path: str | os.PathLike, swa: bool = False, arch: str | None
                         tstride=cfg.tstride, input_fdim=cfg.input_fdim, input_tdim=cfg.input_tdim)
         mel = AugmentMelSTFT(n_mels=cfg.input_fdim, hopsize=cfg.hopsize)
         name = f"{source} ({cfg.name})"
+        if n_classes == cfg.n_classes:
+            label_set = cfg.labels
     else:
         raise CheckpointError(
             f"{source} does not say which network it holds (no 'passt' record: it was not written by this "
             f"framework's training). Name the released architecture it was trained from: --arch ARCH "
             f"(python: load_checkpoint(path, arch=...)).")
     _load_network_state(net, state, source)
-    return InferenceModel(net, mel, class_names, name)
+    return InferenceModel(net, mel, class_names, name, label_set=label_set)

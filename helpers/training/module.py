@@ -35,9 +35,9 @@ from helpers.training.swa import make_swa_copy
 from helpers.training.tasks import Task
 
 
-def spectrogram_image(spec: torch.Tensor) -> np.ndarray:
+def spectrogram_image(spectrogram: torch.Tensor) -> np.ndarray:
     """A ``[n_mels, frames]`` spectrogram as a uint8 image, low frequencies at the bottom."""
-    img = spec.detach().float().cpu()
+    img = spectrogram.detach().float().cpu()
     if img.dim() == 3:  # [channels, F, T]: show the first channel
         img = img[0]
     lo, hi = float(img.min()), float(img.max())
@@ -45,14 +45,14 @@ def spectrogram_image(spec: torch.Tensor) -> np.ndarray:
     return (img.flip(0).numpy() * 255).astype(np.uint8)
 
 
-def dynamic_batch(spec: torch.Tensor) -> torch.Tensor:
-    """``spec`` with its batch axis marked dynamic for ``torch.compile`` (a no-op without it).
+def dynamic_batch(spectrograms: torch.Tensor) -> torch.Tensor:
+    """``spectrograms`` with its batch axis marked dynamic for ``torch.compile`` (a no-op without it).
 
     A compiled network then compiles one graph per mode (training, eval) for all batch sizes:
     the last, smaller batch of an epoch (``drop_last=False``) does not recompile it.
     """
-    torch._dynamo.maybe_mark_dynamic(spec, 0)
-    return spec
+    torch._dynamo.maybe_mark_dynamic(spectrograms, 0)
+    return spectrograms
 
 
 def no_weight_decay_names(net: nn.Module) -> set[str]:
@@ -69,7 +69,7 @@ class AudioModule(pl.LightningModule):
     """Mel front end + network + task, with mixup, AdamW + LambdaLR schedule and optional SWA.
 
     Args:
-        net: ``forward(spec [B, C, n_mels, frames]) -> (logits, embedding)``.
+        net: ``forward(spectrograms [B, C, n_mels, frames]) -> (logits, embedding)``.
         mel: ``forward(wave [B, samples]) -> [B, n_mels, frames]``; None when batches already hold
             spectrograms.
         task: loss/metrics of the dataset (:mod:`helpers.training.tasks`).
@@ -125,8 +125,8 @@ class AudioModule(pl.LightningModule):
         if wave.dim() == 2:
             wave = wave.unsqueeze(1)
         batch, channels, samples = wave.shape
-        spec = self.mel(wave.reshape(batch * channels, samples))
-        return spec.reshape(batch, channels, *spec.shape[1:])
+        spectrograms = self.mel(wave.reshape(batch * channels, samples))
+        return spectrograms.reshape(batch, channels, *spectrograms.shape[1:])
 
     def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and embeddings of the live network for a waveform batch."""
@@ -142,31 +142,31 @@ class AudioModule(pl.LightningModule):
     # ---------------------------------------------------------------------------------- training
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         wave, names, targets = batch[0], batch[1], batch[2]
-        spec = self.mel_forward(wave)
+        spectrograms = self.mel_forward(wave)
         perm = lam = None
         if self.mixup_alpha:
-            perm, lam = draw_mixup(spec.shape[0], self.mixup_alpha, device=spec.device)
-            spec = mix(spec, perm, lam)
+            perm, lam = draw_mixup(spectrograms.shape[0], self.mixup_alpha, device=spectrograms.device)
+            spectrograms = mix(spectrograms, perm, lam)
         if batch_idx < self.log_spectrograms and self.current_epoch == 0:
-            self._log_spectrogram(spec, names, batch_idx)
-        logits, _ = self.net(dynamic_batch(spec))
+            self._log_spectrogram(spectrograms, names, batch_idx)
+        logits, _ = self.net(dynamic_batch(spectrograms))
         loss = self.task.loss(logits, targets, perm, lam)  # the task mixes its targets like the inputs
         # Nothing here reads a value back to the host (an accelerator would stall on it): the step
         # loss goes to the loggers only, which read it every `trainer.log_every_n_steps` steps; the
         # progress bar shows the epoch mean, reduced over the DDP ranks once, at the epoch's end (a
         # step value with prog_bar=True is read every step, and sync_dist on it all-reduces every step).
         detached = loss.detach()
-        self.log("train_loss_step", detached, on_step=True, on_epoch=False, batch_size=spec.shape[0])
+        self.log("train_loss_step", detached, on_step=True, on_epoch=False, batch_size=spectrograms.shape[0])
         self.log("train_loss_epoch", detached, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
-                 batch_size=spec.shape[0])
+                 batch_size=spectrograms.shape[0])
         return loss
 
-    def _log_spectrogram(self, spec: torch.Tensor, names, batch_idx: int) -> None:
+    def _log_spectrogram(self, spectrograms: torch.Tensor, names, batch_idx: int) -> None:
         """One spectrogram image (what the network sees, mixup included) per early batch."""
         for logger in self.loggers:
             if hasattr(logger, "log_image"):
                 name = names[0] if isinstance(names, (list, tuple)) and names else str(batch_idx)
-                logger.log_image(key="train_spectrograms", images=[spectrogram_image(spec[0])],
+                logger.log_image(key="train_spectrograms", images=[spectrogram_image(spectrograms[0])],
                                  caption=[f"batch {batch_idx}: {name}"])
 
     # -------------------------------------------------------------------------------- validation
@@ -183,9 +183,9 @@ class AudioModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         wave, targets = batch[0], batch[2]
-        spec = self.mel_forward(wave)
+        spectrograms = self.mel_forward(wave)
         for prefix, net in self._val_nets:
-            logits, _ = net(dynamic_batch(spec))
+            logits, _ = net(dynamic_batch(spectrograms))
             # kept on the device (the AudioSet evaluation set is ~42 MB of logits): no per-batch copy
             self._val_outputs[(dataloader_idx, prefix)].append((logits.detach().float(), targets))
 

@@ -1,4 +1,5 @@
-"""Timing training steps: the one timed loop of ``model_speed_test`` and ``benchmarks/``."""
+"""Timing training steps: the one bare training step and the one timed loop of ``model_speed_test``
+and ``benchmarks/`` (the full step of a run, with mixup and logging, is the Lightning module's)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,31 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+#: a network's forward: ``spectrograms -> (logits, embedding)``
+Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def training_step(net: Forward, spectrograms: torch.Tensor, targets: torch.Tensor,
+                  loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer,
+                  autocast_dtype: torch.dtype | None = None,
+                  scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+    """One bare training step on a batch already on the device: forward and ``loss(logits, targets)``
+    (under autocast in ``autocast_dtype``; None: fp32), backward, optimizer step (through ``scaler``
+    for fp16). Returns the loss, not read back (no host sync)."""
+    kind = spectrograms.device.type
+    with torch.autocast(kind, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        logits, _ = net(spectrograms)
+        value = loss(logits, targets)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        value.backward()
+        optimizer.step()
+    else:
+        scaler.scale(value).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return value.detach()
 
 
 def synchronize(device: torch.device | str) -> None:

@@ -26,13 +26,10 @@ import os
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script path: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from helpers.data.download import download, extract  # noqa: E402
-from helpers.data.hdf5_writer import PrepareResult, add_encoding_arguments, run_prepare, write_hdf5  # noqa: E402
+from helpers.data.download import download, extract
+from helpers.data.hdf5_writer import PrepareResult, add_encoding_arguments, run_prepare, write_hdf5
 
 __all__ = ["OPENMIC_URL", "SPLITS", "prepare", "main"]
 

@@ -43,7 +43,7 @@ from helpers.training.nonfinite import NonFiniteGuard
 from helpers.training.optim import make_optimizer
 from helpers.training.resume import StepCheckpoint, StepSeeds, TrainingPosition
 from helpers.training.schedules import get_lr_lambda
-from helpers.training.speed import time_steps
+from helpers.training.speed import time_steps, training_step
 from helpers.training.swa import SWACallback
 from helpers.training.tasks import Task
 from models.build import build_mel, build_net, net_output_classes
@@ -137,20 +137,14 @@ def speed_test(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, float]:
     task = spec.get_task()
     fast_fp32_matmuls(device)
     batch = int(st["batch_size"])
-    x = torch.randn(batch, cfg["models"]["net"].get("in_channels", 1), cfg["models"]["mel"]["n_mels"],
-                    cfg["models"]["net"]["input_tdim"], device=device)
-    target = torch.zeros(batch, net_output_classes(cfg["models"]), device=device)
+    spectrograms = torch.randn(batch, cfg["models"]["net"].get("in_channels", 1), cfg["models"]["mel"]["n_mels"],
+                               cfg["models"]["net"]["input_tdim"], device=device)
+    targets = torch.zeros(batch, net_output_classes(cfg["models"]), device=device)
     optimizer = make_optimizer(net.parameters(), lr=cfg["lr"], adamw=cfg["adamw"])  # the one training uses
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16 and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 and device.type == "cuda" else None
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits, _ = net(x)
-            loss = task.loss(logits, target)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        training_step(net, spectrograms, targets, task.loss, optimizer, dtype, scaler)
 
     seconds = time_steps(step, int(st["steps"]), device, warmup=int(st["warmup_steps"]))
     result = {"specs_per_second": st["steps"] * batch / seconds, "seconds": seconds, "batch_size": batch,
