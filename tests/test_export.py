@@ -144,9 +144,11 @@ def test_class_names_and_limits_travel_with_the_export(exported):
     assert [i.name for i in proto.graph.input] == ["waveform"]
     assert [o.name for o in proto.graph.output] == ["logits", "embedding"]
     assert not list(out.glob("*.data"))  # weights inside the .onnx file
-    assert sorted(Path(line).name for line in exported["stdout"].split()) == ["tagger.json", "tagger.onnx", "tagger.pt2"]
+    assert sorted(Path(line).name for line in exported["stdout"].split()) == [
+        "tagger.json", "tagger.onnx", "tagger.pt2", "tagger.safetensors"]
     # the command's own check ran the files on a 10 s clip
-    assert "onnx: max |logit difference|" in exported["stderr"] and "pt2: max |logit difference|" in exported["stderr"]
+    for fmt in ("onnx", "pt2", "safetensors"):
+        assert f"{fmt}: max |logit difference|" in exported["stderr"]
 
 
 @pytest.mark.slow

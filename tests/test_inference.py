@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from helpers.data.audio_io import load_audio
 from helpers.inference import cli, hear
-from helpers.inference.model import InferenceModel, load_checkpoint, load_model, load_released
+from helpers.inference.model import InferenceModel, load_checkpoint, load_ensemble, load_model, load_released
 from helpers.inference.tagging import tag_files, tag_waveform, window_starts
 from models.build import get_model
 from models.checkpoints import CheckpointError
@@ -327,3 +327,27 @@ def test_model_names_resolve_to_checkpoints_ensembles_and_archs(offline_home, ti
     with pytest.raises(RuntimeError, match="passt-s-f128-p16-s10-ap.476-swa.pt"):  # first member, offline
         load_model("ensemble_s10")
     assert load_model("tiny_release").name == "tiny_release"
+
+
+def test_safetensors_export_rebuilds_released_models_ensembles_and_checkpoints(tiny_release, tmp_path):
+    """The safetensors file carries the config that rebuilds the model: loading it needs no release
+    file and no --arch, and gives the same outputs (fp32, exactly) and class names."""
+    from helpers.inference.export import export_model
+
+    trained = tmp_path / "trained.ckpt"
+    torch.manual_seed(5)
+    net = get_model(pretrained=False, n_classes=3, **TINY_NET)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+                "passt": {"models": tiny_models_config(), "class_names": ["dog", "cat", "bird"]}}, trained)
+    wave = torch.from_numpy(tone(2.5))[None]
+    for name, model in (("released", load_released("tiny_release")), ("ensemble", load_ensemble(["tiny_release"] * 2)),
+                        ("checkpoint", load_checkpoint(trained))):
+        model.place("cpu", "fp32")
+        names = model.class_names or [f"c{i}" for i in range(model.n_classes)]
+        path = export_model(model, names, tmp_path, name, formats=["safetensors"])["safetensors"]
+        cache_path(tiny_release.url).unlink(missing_ok=True)  # the file alone must do
+        again = load_model(path).place("cpu", "fp32")
+        assert again.class_names == names and type(again.net) is type(model.net)
+        with torch.no_grad():
+            for ours, theirs in zip(model(wave), again(wave), strict=True):
+                assert torch.equal(ours, theirs), name

@@ -30,13 +30,14 @@ import torch.nn.functional as F
 from helpers.inference.model import InferenceModel, networks
 from models.passt import PATCH_SIZE
 from models.preprocess import AugmentMelSTFT
+from models.safetensors_file import write_safetensors
 
 #: opset 18: onnxruntime runs every operator of the graph on the CPU and CUDA execution providers
 #: (LayerNormalization needs 17); it is also the torch exporter's native opset, so no conversion
 ONNX_OPSET = 18
-FORMATS = ("onnx", "pt2")
-# Hook for issue 21: once models/ has a safetensors writer (weights + metadata), add "safetensors"
-# to FORMATS and write it in export_model beside the others.
+#: onnx and pt2 run without this framework; safetensors holds the weights and the record that rebuilds
+#: the model in this framework (or any code that reads its ``models`` config), and cannot carry code
+FORMATS = ("onnx", "pt2", "safetensors")
 
 
 class DftMelFrontEnd(nn.Module):
@@ -125,10 +126,14 @@ def metadata(model: InferenceModel, class_names: Sequence[str], source: str, act
 
 def export_model(model: InferenceModel, class_names: Sequence[str], out_dir: str | os.PathLike, name: str,
                  formats: Sequence[str] = FORMATS, source: str = "", activation: str = "sigmoid") -> dict[str, Path]:
-    """Write ``<name>.onnx``, ``<name>.pt2`` (those of ``formats``) and ``<name>.json`` into ``out_dir``.
+    """Write ``<name>.onnx``, ``<name>.pt2``, ``<name>.safetensors`` (those of ``formats``) and
+    ``<name>.json`` into ``out_dir``.
 
     The ONNX file is self-contained (weights inside; PaSST-S is far below protobuf's 2 GB limit)
-    and carries the JSON as its ``passt`` metadata too. Returns the paths by format.
+    and carries the JSON as its ``passt`` metadata too. The safetensors file holds the network's
+    weights with the record a checkpoint of this framework carries (its ``models`` config and class
+    names): ``passt-tag --model NAME.safetensors`` and every other loader rebuild the model from it.
+    Returns the paths by format.
     """
     unknown = set(formats) - set(FORMATS)
     if unknown:
@@ -136,8 +141,17 @@ def export_model(model: InferenceModel, class_names: Sequence[str], out_dir: str
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     info = metadata(model, class_names, source, activation)
-    program = export_program(model)
     paths = {"json": out / f"{name}.json"}
+    if "safetensors" in formats:
+        if model.models_config is None:
+            raise ValueError("this model does not know the config that rebuilds it; export onnx and pt2 only")
+        record = {"models": model.models_config, "class_names": list(class_names) if class_names else None,
+                  "experiment": None}
+        paths["safetensors"] = write_safetensors(out / f"{name}.safetensors", model.net.state_dict(), record)
+    if not {"pt2", "onnx"} & set(formats):
+        paths["json"].write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+        return paths
+    program = export_program(model)
     if "pt2" in formats:
         paths["pt2"] = out / f"{name}.pt2"
         torch.export.save(program, paths["pt2"])

@@ -11,6 +11,9 @@ in ``passt-tag``). Written into ``--out-dir``:
   ``embedding``, the mel front end included; dynamic batch and length (opset 18, onnxruntime on
   CPU and GPU);
 * ``NAME.pt2``: the same graph as a ``torch.export`` program (``torch.export.load(path).module()``);
+* ``NAME.safetensors``: the weights with the config that rebuilds the model and its class names
+  (for this framework: ``passt-tag --model NAME.safetensors``, fine-tuning, evaluation; it cannot
+  carry code);
 * ``NAME.json``: the class names, the sample rate, the shortest and longest input, the outputs.
 
 Afterwards the exported files are run on a 10 s clip and compared with this framework's own
@@ -29,6 +32,7 @@ import torch
 
 from helpers.inference.cli import add_model_arguments, class_names_for, model_from_args, run_command
 from helpers.inference.export import FORMATS, export_model, length_limits
+from helpers.inference.model import load_checkpoint
 from helpers.inference.tagging import ACTIVATIONS
 
 
@@ -61,6 +65,10 @@ def check(paths: dict[str, Path], model, seconds: float = 10.0) -> dict[str, flo
         with torch.no_grad():
             logits = torch.export.load(paths["pt2"]).module()(wave)[0].numpy()
         worst["pt2"] = float(np.abs(logits - expected).max())
+    if "safetensors" in paths:
+        with torch.no_grad():
+            logits = load_checkpoint(paths["safetensors"]).place("cpu", "fp32")(wave)[0].numpy()
+        worst["safetensors"] = float(np.abs(logits - expected).max())
     return worst
 
 

@@ -19,14 +19,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from models.build import build_mel, build_net, get_ensemble_model, get_model
+from models.build import build_mel, build_net
 from models.checkpoints import CheckpointError, extract_state_dict, read_checkpoint
 from models.ensemble import PaSSTEnsemble
 from models.passt import PATCH_SIZE, PaSST
 from models.passt_weights import load_state_dict_into
 from models.precision import autocast_dtype, decide_precision
 from models.preprocess import AugmentMelSTFT
-from models.registry import resolve_arch, resolve_model
+from models.registry import ArchConfig, resolve_arch, resolve_model
 
 _logger = logging.getLogger(__name__)
 
@@ -56,10 +56,13 @@ class InferenceModel(nn.Module):
         min_samples: the shortest input one patch needs (16 frames); shorter inputs are
             zero-padded to it.
         autocast_dtype: the mixed precision of :meth:`forward` (None: fp32).
+        models_config: the ``models`` config that rebuilds this network and front end without
+            weights (:func:`architecture_only`), or None when unknown; a safetensors export stores
+            it with the weights, so the file alone rebuilds the model.
     """
 
     def __init__(self, net: nn.Module, mel: AugmentMelSTFT, class_names: Sequence[str] | None = None,
-                 name: str = "", label_set: str | None = None) -> None:
+                 name: str = "", label_set: str | None = None, models_config: Mapping | None = None) -> None:
         super().__init__()
         self.net = net.eval()
         self.mel = mel.eval()
@@ -71,6 +74,7 @@ class InferenceModel(nn.Module):
             raise ValueError(f"{len(class_names)} class names for a network with {self.n_classes} outputs")
         self.class_names = list(class_names) if class_names is not None else None
         self.label_set = label_set
+        self.models_config = architecture_only(models_config) if models_config is not None else None
         self.sample_rate = mel.sr
         # a spectrogram of F frames comes from at most F * hop samples; one more time column of
         # patches needs `stride` more frames than the last full patch
@@ -109,13 +113,23 @@ class InferenceModel(nn.Module):
 
 
 # ------------------------------------------------------------------------------------- loaders
+def _released_net_args(cfg: ArchConfig, pretrained: bool, n_classes: int | None = None) -> dict:
+    """:func:`models.build.get_model` arguments of a released architecture, as it was trained."""
+    return {"arch": cfg.name, "pretrained": pretrained, "n_classes": n_classes or cfg.n_classes,
+            "fstride": cfg.fstride, "tstride": cfg.tstride, "input_fdim": cfg.input_fdim, "input_tdim": cfg.input_tdim}
+
+
+def _build(models_cfg: dict, class_names: Sequence[str] | None, name: str, label_set: str | None) -> InferenceModel:
+    return InferenceModel(build_net(models_cfg), build_mel(models_cfg["mel"]), class_names, name,
+                          label_set=label_set, models_config=models_cfg)
+
+
 def load_released(arch: str, class_names: Sequence[str] | None = None) -> InferenceModel:
     """A released architecture (or alias, or short name) with its weights and the settings it was trained with."""
     cfg = resolve_arch(arch)
-    net = get_model(arch=cfg.name, pretrained=True, n_classes=cfg.n_classes, fstride=cfg.fstride,
-                    tstride=cfg.tstride, input_fdim=cfg.input_fdim, input_tdim=cfg.input_tdim)
-    return InferenceModel(net, AugmentMelSTFT(n_mels=cfg.input_fdim, hopsize=cfg.hopsize), class_names, cfg.name,
-                          label_set=cfg.labels)
+    models_cfg = {"net": _released_net_args(cfg, pretrained=True),
+                  "mel": {"n_mels": cfg.input_fdim, "hopsize": cfg.hopsize}, "ensemble": []}
+    return _build(models_cfg, class_names, cfg.name, cfg.labels)
 
 
 def load_ensemble(archs: Sequence[str], class_names: Sequence[str] | None = None,
@@ -125,11 +139,10 @@ def load_ensemble(archs: Sequence[str], class_names: Sequence[str] | None = None
     hops = {c.hopsize for c in cfgs}
     if len(hops) > 1:
         raise ValueError(f"an ensemble shares one mel front end, but {archs} use STFT hops {sorted(hops)}")
-    net = get_ensemble_model([{"arch": c.name, "fstride": c.fstride, "tstride": c.tstride,
-                               "input_tdim": c.input_tdim, "n_classes": c.n_classes} for c in cfgs])
+    models_cfg = {"net": {"pretrained": True}, "mel": {"hopsize": hops.pop()},
+                  "ensemble": [_released_net_args(c, pretrained=True) for c in cfgs]}
     label_sets = {c.labels for c in cfgs}
-    return InferenceModel(net, AugmentMelSTFT(hopsize=hops.pop()), class_names, name or "+".join(archs),
-                          label_set=label_sets.pop() if len(label_sets) == 1 else None)
+    return _build(models_cfg, class_names, name or "+".join(archs), label_sets.pop() if len(label_sets) == 1 else None)
 
 
 def load_named(name: str) -> InferenceModel:
@@ -211,8 +224,7 @@ def load_checkpoint(path: str | os.PathLike, swa: bool = False, arch: str | None
     record = checkpoint.get("passt") if isinstance(checkpoint, Mapping) else None
     if record and record.get("models"):
         models_cfg = architecture_only(record["models"])
-        net = build_net(models_cfg)
-        mel = build_mel(models_cfg.get("mel") or {})
+        models_cfg["mel"] = models_cfg.get("mel") or {}
         name = f"{source}{' (SWA)' if swa else ''}"
         if class_names is None:
             class_names = record.get("class_names")
@@ -220,9 +232,8 @@ def load_checkpoint(path: str | os.PathLike, swa: bool = False, arch: str | None
         cfg = resolve_arch(arch)
         head = state.get("head.1.weight")
         n_classes = head.shape[0] if head is not None else cfg.n_classes
-        net = get_model(arch=cfg.name, pretrained=False, n_classes=n_classes, fstride=cfg.fstride,
-                        tstride=cfg.tstride, input_fdim=cfg.input_fdim, input_tdim=cfg.input_tdim)
-        mel = AugmentMelSTFT(n_mels=cfg.input_fdim, hopsize=cfg.hopsize)
+        models_cfg = {"net": _released_net_args(cfg, pretrained=False, n_classes=n_classes),
+                      "mel": {"n_mels": cfg.input_fdim, "hopsize": cfg.hopsize}, "ensemble": []}
         name = f"{source} ({cfg.name})"
         if n_classes == cfg.n_classes:
             label_set = cfg.labels
@@ -231,5 +242,6 @@ def load_checkpoint(path: str | os.PathLike, swa: bool = False, arch: str | None
             f"{source} does not say which network it holds (no 'passt' record: it was not written by this "
             f"framework's training). Name the released architecture it was trained from: --arch ARCH "
             f"(python: load_checkpoint(path, arch=...)).")
-    _load_network_state(net, state, source)
-    return InferenceModel(net, mel, class_names, name, label_set=label_set)
+    model = _build(models_cfg, class_names, name, label_set)
+    _load_network_state(model.net, state, source)
+    return model
