@@ -25,7 +25,7 @@ from sacred.utils import apply_backspaces_and_linefeeds
 
 from helpers.experiment import run as commands
 from helpers.experiment.config import check_config, default_config, plain, shared_config
-from helpers.experiment.ddp import prepare_argv
+from helpers.experiment.ddp import prepare_argv, prepare_environment
 from helpers.experiment.loggers import atomic_sacred_files
 from helpers.experiment.spec import ExperimentSpec
 
@@ -57,15 +57,16 @@ def build_experiment(spec: ExperimentSpec, ingredients: Sequence[Ingredient] = (
 
 
 def _register_commands(ex: Experiment, spec: ExperimentSpec) -> None:
+    # the run's seed itself (not sacred's per-function _seed): the one seed every rank takes from rank 0
     @ex.main
-    def main(_run, _config, _seed):
+    def main(_run, _config):
         """Train (and validate every epoch); the run's result is the last validation metrics."""
-        return commands.train(spec, _run, plain(_config), _seed)
+        return commands.train(spec, _run, plain(_config), _config["seed"])
 
     @ex.command
-    def evaluate_only(_run, _config, _seed):
+    def evaluate_only(_run, _config):
         """Evaluate models.net (or models.ensemble) on the test set; prints and returns the metrics."""
-        return commands.evaluate(spec, _run, plain(_config), _seed)
+        return commands.evaluate(spec, _run, plain(_config), _config["seed"])
 
     @ex.command
     def model_speed_test(_config):
@@ -85,6 +86,7 @@ def _register_commands(ex: Experiment, spec: ExperimentSpec) -> None:
 
 def run_cli(ex: Experiment, argv: Sequence[str] | None = None):
     """Run the sacred command line; under DDP only rank 0 is observed (see :mod:`helpers.experiment.ddp`)."""
+    prepare_environment()
     argv = prepare_argv(sys.argv if argv is None else argv)
     sys.argv = argv  # Lightning's DDP launcher re-runs sys.argv in the child processes
     return ex.run_commandline(argv)
