@@ -204,9 +204,9 @@ def test_ddp_inside_an_sbatch_script_is_the_reference(reference, mini_audioset):
 
 @pytest.mark.parametrize(("route", "stop", "says"), [
     ("trainer.devices=2", "1:2:term", "stopped by SIGTERM"),  # agreed at the start of the next step
-    ("torchrun --rdzv-id", "0:3:kill", "rank 0 is gone"),
+    ("torchrun --rdzv-id", "0:3:kill", ") is gone (killed?)"),  # "rank 0 (pid ...) is gone", marked by rank 1
     ("torchrun", "1:3:kill", None),
-    ("srun", "0:3:kill", "rank 0 is gone"),
+    ("srun", "0:3:kill", ") is gone (killed?)"),
 ])
 def test_route_trains_once_on_the_shared_draw_and_resumes_exactly_after_losing_a_rank(
         route, stop, says, reference, mini_audioset, tmp_path):

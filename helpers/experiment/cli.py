@@ -57,16 +57,15 @@ def build_experiment(spec: ExperimentSpec, ingredients: Sequence[Ingredient] = (
 
 
 def _register_commands(ex: Experiment, spec: ExperimentSpec) -> None:
-    # the run's seed itself (not sacred's per-function _seed): the one seed every rank takes from rank 0
     @ex.main
-    def main(_run, _config):
+    def main(_run, _config, _seed):
         """Train (and validate every epoch); the run's result is the last validation metrics."""
-        return commands.train(spec, _run, plain(_config), _config["seed"])
+        return commands.train(spec, _run, plain(_config), _seed)
 
     @ex.command
-    def evaluate_only(_run, _config):
+    def evaluate_only(_run, _config, _seed):
         """Evaluate models.net (or models.ensemble) on the test set; prints and returns the metrics."""
-        return commands.evaluate(spec, _run, plain(_config), _config["seed"])
+        return commands.evaluate(spec, _run, plain(_config), _seed)
 
     @ex.command
     def model_speed_test(_config):

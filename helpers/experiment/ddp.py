@@ -11,8 +11,9 @@ The launch routes (README, "Several GPUs" and "Several machines"):
 
 Whatever the route, the processes start with their own sacred config (each draws its own seed
 when the command line gives none). :class:`RankZeroDecides` makes them agree once the process
-group is up, with one broadcast: every rank takes rank 0's seed (samplers, per-step seeds,
-augmentations), rank 0's run folder and rank 0's sacred run folders. Before that,
+group is up, with one broadcast: every rank takes rank 0's seeds (the run's ``seed``: clip order,
+samplers, per-clip augmentations; sacred's ``_seed`` derived from it: per-step draws), rank 0's
+run folder and rank 0's sacred run folders. Before that,
 :func:`prepare_argv` gives every process that is not global rank 0 sacred's ``--unobserved``
 (only rank 0 writes a sacred run) and :func:`prepare_environment` tells Lightning's rank-zero
 utilities (wandb) which process is not rank 0 before any rank is known.
@@ -209,35 +210,36 @@ def cluster_environment() -> LightningEnvironment | None:
 
 
 class RankZeroDecides(pl.Callback):
-    """Every rank takes rank 0's seed, run folder and sacred run folders, once the process group is up.
+    """Every rank takes rank 0's seeds, run folder and sacred run folders, once the process group is up.
 
     One broadcast in ``setup`` (before any loader, sampler or training step exists); then
-    ``adopt(seed, run_dir)`` hands them to whatever the run built from this process' own values.
+    ``adopt(seeds, run_dir)`` hands them to whatever the run built from this process' own values.
     Non-zero ranks remember rank 0's sacred ``-F`` folders (:data:`SACRED_RUN_DIRS_ENV`), so that
     a survivor can mark rank 0's run failed when rank 0 dies.
 
     Args:
-        seed: this process' seed (its sacred config's).
+        seeds: this process' seeds by name (the run's ``seed`` and what derives from it); the
+            process is seeded with ``seeds["steps"]`` once they are rank 0's.
         run_dir: this process' run folder.
         sacred_run_dirs: the ``-F`` folders of this process' sacred run (empty unless observed).
-        adopt: called on every rank with rank 0's seed and run folder.
+        adopt: called on every rank with rank 0's seeds and run folder.
     """
 
-    def __init__(self, seed: int, run_dir: str | os.PathLike, sacred_run_dirs: Sequence[str],
-                 adopt: Callable[[int, Path], None]) -> None:
-        self.seed, self.run_dir, self.sacred_run_dirs = int(seed), Path(run_dir), list(sacred_run_dirs)
+    def __init__(self, seeds: dict[str, int], run_dir: str | os.PathLike, sacred_run_dirs: Sequence[str],
+                 adopt: Callable[[dict[str, int], Path], None]) -> None:
+        self.seeds, self.run_dir, self.sacred_run_dirs = dict(seeds), Path(run_dir), list(sacred_run_dirs)
         self.adopt = adopt
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        seed, run_dir, run_dirs = trainer.strategy.broadcast(
-            (self.seed, str(self.run_dir), self.sacred_run_dirs), src=0)
-        if seed != self.seed:
-            _logger.info("rank %d takes rank 0's seed %d (its own was %d)", trainer.global_rank, seed, self.seed)
-        self.seed, self.run_dir, self.sacred_run_dirs = int(seed), Path(run_dir), list(run_dirs)
+        seeds, run_dir, run_dirs = trainer.strategy.broadcast(
+            (self.seeds, str(self.run_dir), self.sacred_run_dirs), src=0)
+        if seeds != self.seeds:
+            _logger.info("rank %d takes rank 0's seeds %s (its own were %s)", trainer.global_rank, seeds, self.seeds)
+        self.seeds, self.run_dir, self.sacred_run_dirs = dict(seeds), Path(run_dir), list(run_dirs)
         if run_dirs:
             os.environ[SACRED_RUN_DIRS_ENV] = os.pathsep.join(run_dirs)
-        pl.seed_everything(self.seed, workers=True, verbose=False)
-        self.adopt(self.seed, self.run_dir)
+        pl.seed_everything(self.seeds["steps"], workers=True, verbose=False)
+        self.adopt(self.seeds, self.run_dir)
 
 
 def _children(trainer) -> list[subprocess.Popen]:
@@ -344,15 +346,16 @@ def launches_children(trainer) -> bool:
             and not launcher.cluster_environment.creates_processes_externally and launcher.num_processes > 1)
 
 
-def supervise_ranks(trainer, run_dirs: Sequence[str] = ()) -> None:
+def supervise_ranks(trainer=None, run_dirs: Sequence[str] = ()) -> None:
     """Make the processes a ``DDP=N`` (or ``trainer.devices=N``) run starts stop together when one dies.
 
-    Called by every process before training (module docstring). A process that launches the
-    others of its machine leaves them its pid and its sacred ``-F`` run folders, and installs the
-    patient observer; a child it launched starts a thread that ends it when its parent is gone.
+    Called by every process before training (module docstring), with its Trainer. A process that
+    launches the others of its machine leaves them its pid and its sacred ``-F`` run folders, and
+    installs the patient observer; a child it launched starts a thread that ends it when its
+    parent is gone.
     """
     parent = os.environ.get(PARENT_PID_ENV)
-    if launches_children(trainer) and os.environ.get("LOCAL_RANK", "0") == "0":
+    if trainer is not None and launches_children(trainer) and os.environ.get("LOCAL_RANK", "0") == "0":
         os.environ[PARENT_PID_ENV] = str(os.getpid())
         os.environ[SACRED_RUN_DIRS_ENV] = os.pathsep.join(run_dirs)
         subprocess_script._ChildProcessObserver = _PatientChildObserver

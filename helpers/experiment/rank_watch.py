@@ -89,7 +89,7 @@ class RankWatch(pl.Callback):
         self._store: dist.Store | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self.rank, self.world, self._prefix = 0, 1, ""
+        self.rank, self.world, self._prefix, self.rank0_pid = 0, 1, "", "?"
         #: why this rank ended, once it did (for the error of the main thread)
         self.reason: str | None = None
 
@@ -104,6 +104,7 @@ class RankWatch(pl.Callback):
             _logger.warning("MASTER_ADDR/MASTER_PORT unknown: dead ranks are found by the collectives' timeout only")
             return
         self.rank, self.world, self._prefix = trainer.global_rank, trainer.world_size, f"passt-watch/{token}/"
+        self.rank0_pid = token.split("-")[0]
         self._store = dist.TCPStore(host, int(port), is_master=False, timeout=datetime.timedelta(seconds=10))
         self._stop.clear()
         self._thread = threading.Thread(target=self._watch, name="rank-watch", daemon=True)
@@ -115,7 +116,7 @@ class RankWatch(pl.Callback):
         self._stop_watching()
         if self.rank and self.reason is None and not self._rank_zero_alive():
             # a collective failed because rank 0 died: it cannot record that in its sacred run
-            self.reason = "rank 0 is gone (killed?)"
+            self.reason = f"rank 0 (pid {self.rank0_pid}) is gone (killed?)"
             mark_runs_failed(sacred_run_dirs(), f"{self.reason}; rank {self.rank} stopped with "
                                                 f"{type(exception).__name__}: {exception}")
         try:
@@ -173,7 +174,7 @@ class RankWatch(pl.Callback):
             except Exception as err:  # noqa: BLE001 -- the store went away with its host
                 if self._stop.is_set():
                     return
-                reason = f"rank 0 is gone (the store of the process group is unreachable: {err})"
+                reason = f"rank 0 (pid {self.rank0_pid}) is gone (the store of the process group is unreachable: {err})"
             if reason is not None:
                 self._end(reason)
                 return

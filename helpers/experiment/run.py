@@ -76,8 +76,8 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
     checkpointing = checkpoint_callbacks(spec, cfg, run_dir, task=task)
     trainer_cfg = dict(cfg["trainer"])
     callbacks: list[pl.Callback] = [
-        RankZeroDecides(seed, run_dir, observer_dirs(run), lambda s, d: adopt_rank_zero(s, d, run_dir, datamodule,
-                                                                                          callbacks)),
+        RankZeroDecides({"run": cfg["seed"], "steps": seed}, run_dir, observer_dirs(run),
+                        lambda seeds, d: adopt_rank_zero(seeds, d, run_dir, datamodule, callbacks)),
         RankWatch(cfg["ddp"]["dead_rank_after_s"]),
         *checkpointing, LearningRateMonitor(logging_interval="epoch"),
     ]
@@ -134,8 +134,8 @@ def evaluate(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> 
     trainer_cfg = {**cfg["trainer"], "enable_checkpointing": False,
                    "plugins": [*(cfg["trainer"].get("plugins") or []), *launch_plugins()]}
     callbacks: list[pl.Callback] = [
-        RankZeroDecides(seed, run_dir, observer_dirs(run), lambda s, d: adopt_rank_zero(s, d, run_dir, datamodule,
-                                                                                          callbacks)),
+        RankZeroDecides({"run": cfg["seed"], "steps": seed}, run_dir, observer_dirs(run),
+                        lambda seeds, d: adopt_rank_zero(seeds, d, run_dir, datamodule, callbacks)),
         RankWatch(cfg["ddp"]["dead_rank_after_s"]),
     ]
     trainer = build_trainer(trainer_cfg, callbacks, [SacredLogger(run)], default_root_dir=str(run_dir),
@@ -249,18 +249,19 @@ def observer_dirs(run: Any) -> list[str]:
     return [obs.dir for obs in getattr(run, "observers", []) if getattr(obs, "dir", None)]
 
 
-def adopt_rank_zero(seed: int, run_dir: Path, own_run_dir: Path, datamodule: AudioDataModule,
+def adopt_rank_zero(seeds: dict[str, int], run_dir: Path, own_run_dir: Path, datamodule: AudioDataModule,
                     callbacks: list[pl.Callback]) -> None:
-    """Hand rank 0's seed and run folder (:class:`RankZeroDecides`) to what this process built from its own.
+    """Hand rank 0's seeds and run folder (:class:`RankZeroDecides`) to what this process built from its own.
 
-    The seed: the training shuffle, the experiment's sampler and the clips' augmentations (the
-    data module), the per-step and per-rank seeds. The run folder: the corrupt-clip log and the
-    step checkpoints (Lightning's checkpoint callbacks take rank 0's folder by themselves).
+    The run's seed: the training shuffle, the experiment's sampler and the clips' augmentations
+    (the data module). The step seed (sacred's ``_seed`` of the command): the per-step and
+    per-rank seeds. The run folder: the corrupt-clip log and the step checkpoints (Lightning's
+    checkpoint callbacks take rank 0's folder by themselves).
     """
-    datamodule.seed = seed
+    datamodule.seed = seeds["run"]
     for callback in callbacks:
         if isinstance(callback, (PerRankSeed, StepSeeds)):
-            callback.seed = seed
+            callback.seed = seeds["steps"]
     if run_dir == own_run_dir:
         return
     os.environ[RUN_DIR_ENV] = str(run_dir)
@@ -268,11 +269,12 @@ def adopt_rank_zero(seed: int, run_dir: Path, own_run_dir: Path, datamodule: Aud
     for dataset in [datamodule.train_set] + [ds for ds, _ in datamodule.eval_sets]:
         if dataset is not None:
             attach_corrupt_log(dataset, new_log, replacing=old_log)
+    moved = {StepCheckpoint: "path", NonFiniteGuard: "last_checkpoint"}  # where they write last.ckpt
     for callback in callbacks:
-        for attribute in ("path", "last_checkpoint"):
-            value = getattr(callback, attribute, None) if isinstance(callback, (StepCheckpoint, NonFiniteGuard)) else None
-            if isinstance(value, str) and Path(value).is_relative_to(own_run_dir):
-                setattr(callback, attribute, str(run_dir / Path(value).relative_to(own_run_dir)))
+        attribute = moved.get(type(callback))
+        value = getattr(callback, attribute) if attribute else None
+        if isinstance(value, str) and Path(value).is_relative_to(own_run_dir):
+            setattr(callback, attribute, str(run_dir / Path(value).relative_to(own_run_dir)))
 
 
 def launch_plugins() -> list:
