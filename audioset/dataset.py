@@ -7,7 +7,7 @@ Sacred use (the experiment adds the ingredient and calls the captured functions 
     ex = Experiment("audioset", ingredients=[basedataset_ingredient])
     # inside a captured function of a run:
     train_set = get_training_set()            # balanced (+ unbalanced when use_full_set=True)
-    sampler = get_ft_weighted_sampler()       # importance sampling over that set, DDP-aware
+    sampler = get_ft_weighted_sampler(seed)   # importance sampling over that set, DDP-aware
     test_set = get_test_set()                 # eval segments, no augmentation
     # command line: python ex_audioset.py with basedataset.base_dir=/data/audioset_hdf5s/
 
@@ -213,14 +213,15 @@ def get_test_set(eval_hdf5, sample_rate, clip_length, n_classes, strict_decoding
 
 @dataset.capture
 def get_ft_weighted_sampler(
-    epoch_len, sampler_replace, use_full_set, balanced_train_hdf5, unbalanced_train_hdf5, n_classes,
-    sample_weight_offset, sample_weight_sum, sampler_seed, _run,
+    run_seed, epoch_len, sampler_replace, use_full_set, balanced_train_hdf5, unbalanced_train_hdf5, n_classes,
+    sample_weight_offset, sample_weight_sum, sampler_seed,
 ) -> DistributedSamplerWrapper:
     """Importance sampler over the training set of :func:`get_training_set`, split among DDP ranks.
 
-    Its seed is ``sampler_seed`` or, when None, the run's ``seed`` (which all DDP ranks share).
+    Its seed is ``sampler_seed`` or, when None, ``run_seed``: the run's seed, which the training
+    loop passes (under DDP, rank 0's, which every rank takes).
     """
-    seed = sampler_seed if sampler_seed is not None else _run.config["seed"]
+    seed = sampler_seed if sampler_seed is not None else run_seed
     return build_weighted_sampler(
         _training_files(use_full_set, balanced_train_hdf5, unbalanced_train_hdf5), n_classes=n_classes,
         sample_weight_offset=sample_weight_offset, sample_weight_sum=sample_weight_sum, epoch_len=epoch_len,

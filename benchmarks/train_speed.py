@@ -2,7 +2,8 @@
 
 One training step = forward, BCE loss, backward, AdamW step. Each measurement runs in its own
 process so its peak memory is its own. Settings: no patchout, structured patchout (s_t=40,
-s_f=4), unstructured patchout (u=400) and stride 16; fp32 and bf16 autocast; on the CPU, and on
+s_f=4), unstructured patchout (u=400) and stride 16; fp32, bf16 autocast and (``--precisions fp16``)
+fp16 autocast with loss scaling; on the CPU, and on
 the GPU when one is found. When the original implementation (``hear21passt``) is importable it
 is measured in the same run, interleaved with this one, and the speed ratio is printed:
 
@@ -55,6 +56,10 @@ def build(impl: str, setting: dict) -> torch.nn.Module:
                              num_heads=12, distilled=True, **kwargs)
 
 
+#: autocast dtypes of the half precisions
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def make_training_optimizer(impl: str, model: torch.nn.Module, same_optimizer: bool) -> torch.optim.Optimizer:
     """Each framework's optimizer: this one's (fused AdamW), the original's default AdamW."""
     if impl == "ours" and not same_optimizer:
@@ -76,14 +81,15 @@ def measure_training(impl: str, setting_name: str, precision: str, device: str, 
     optimizer = make_training_optimizer(impl, model, same_optimizer)
     spectrograms = torch.randn(batch, 1, 128, FRAMES, device=device)
     targets = (torch.rand(batch, 527, device=device) < 0.05).float()
-    dtype = torch.bfloat16 if precision == "bf16" else None
+    dtype = HALF.get(precision)
+    scaler = torch.amp.GradScaler(device) if precision == "fp16" else None  # fp16 needs loss scaling, as 16-mixed
 
     def quiet_forward(x):  # the original prints shapes in its forward
         with contextlib.redirect_stdout(io.StringIO()):
             return model(x)
 
     def step():
-        training_step(quiet_forward, spectrograms, targets, MultiLabelTask().loss, optimizer, dtype)
+        training_step(quiet_forward, spectrograms, targets, MultiLabelTask().loss, optimizer, dtype, scaler)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -106,7 +112,7 @@ def measure_training(impl: str, setting_name: str, precision: str, device: str, 
 
 def measure_matmul_peak(precision: str, device: str, n: int = 4096, reps: int = 10) -> float:
     """Best FLOP/s of an ``n x n`` matmul in ``precision`` on ``device``."""
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    dtype = HALF.get(precision, torch.float32)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     best = 0.0
@@ -141,7 +147,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="timed steps (default: 3 on CPU, 20 on GPU)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before timing (default: 2)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"],
+                        help="fp16: autocast with loss scaling (GPUs; emulated, slow, on most CPUs)")
     parser.add_argument("--impls", nargs="+", help="ours and/or original (default: both when importable)")
     parser.add_argument("--same-optimizer", action="store_true",
                         help="use the original's (foreach) AdamW for both, to compare the networks alone")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import h5py
 
+from helpers.data.hdf5_dataset import open_read_only
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "ex_audioset.py")
 
@@ -63,7 +65,7 @@ def sacred_run(folder: Path, run_id: int = 1) -> dict:
 
 def copy_hdf5(src: str, dst: Path, rows: int, corrupt_row: int | None = None) -> str:
     """The first ``rows`` clips of ``src``; ``corrupt_row`` gets bytes that are not audio."""
-    with h5py.File(src, "r") as fin, h5py.File(dst, "w") as fout:
+    with open_read_only(src) as fin, h5py.File(dst, "w") as fout:
         for key in fin:
             data = fin[key][:rows]
             if key == "mp3" and corrupt_row is not None:

@@ -18,6 +18,7 @@ from audioset.prepare_scripts.segments import read_segments
 from audioset.synthetic import synthetic_clip, write_audio_file, write_labels_csv, write_segments_csv
 from helpers.data import hdf5_writer as shards_mod
 from helpers.data.audio_io import decode_audio
+from helpers.data.hdf5_dataset import open_read_only
 from models import labels as labels_mod
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ def corpus(tmp_path):
 
 
 def read_file(path):
-    with h5py.File(path) as hf:
+    with open_read_only(path) as hf:
         names = [n.decode() for n in hf["audio_name"][()]]
         targets = np.unpackbits(hf["target"][()], axis=-1, count=N_CLASSES)
         mp3s = [bytes(a) for a in hf["mp3"][()]]

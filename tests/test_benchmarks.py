@@ -19,3 +19,10 @@ def test_benchmark_script_imports(script, monkeypatch):
     monkeypatch.setitem(sys.modules, spec.name, module)
     spec.loader.exec_module(module)  # module level only: main() runs under __name__ == "__main__"
     assert callable(getattr(module, "main", None)), f"{script} has no main()"
+
+
+def test_gpu_check_script_parses():
+    import subprocess
+
+    done = subprocess.run(["bash", "-n", str(BENCHMARKS / "gpu_check.sh")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -12,7 +12,6 @@ import shutil
 import urllib.error
 import zipfile
 
-import h5py
 import numpy as np
 import pytest
 import torch.hub
@@ -22,6 +21,7 @@ from esc50.prepare_scripts import download_preprocess as esc50_prepare
 from fsd50k.prepare_scripts import create_h5pymp3_dataset as fsd50k_prepare
 from helpers.data.audio_io import decode_audio, load_audio
 from helpers.data.download import extract, extract_split_zip
+from helpers.data.hdf5_dataset import open_read_only
 from openmic.prepare_scripts import download_preprocess as openmic_prepare
 
 
@@ -74,7 +74,7 @@ def test_esc50_offline_download_names_url_and_path(tmp_path, monkeypatch):
 def test_openmic_files_have_the_original_layout(mini_openmic):
     keys, y_true, y_mask = mini_openmic["keys"], mini_openmic["Y_true"], mini_openmic["Y_mask"]
     for split, file_name in (("train", "openmic_train.csv_mp3.hdf"), ("test", "openmic_test.csv_mp3.hdf")):
-        with h5py.File(f"{mini_openmic['base_dir']}mp3/{file_name}", "r") as hf:
+        with open_read_only(f"{mini_openmic['base_dir']}mp3/{file_name}") as hf:
             assert hf["audio_name"].dtype == np.dtype("S20")
             assert hf["target"].dtype == np.float32 and hf["target"].shape[1] == 40
             names = [n.decode() for n in hf["audio_name"][()]]
@@ -124,7 +124,7 @@ def test_fsd50k_files_have_the_original_layout(mini_fsd50k):
                                        ("FSD50K.eval_mp3.hdf", "eval.csv", None)):
         with open(gt / csv_name, newline="") as fh:
             rows = [r for r in csv.DictReader(fh) if split is None or r["split"] == split]
-        with h5py.File(f"{mini_fsd50k['base_dir']}mp3/{file_name}", "r") as hf:
+        with open_read_only(f"{mini_fsd50k['base_dir']}mp3/{file_name}") as hf:
             assert [n.decode() for n in hf["audio_name"][()]] == [f"{r['fname']}.mp3" for r in rows]
             assert hf["target"].dtype == np.uint8 and hf["target"].shape == (len(rows), 25)
             labels = np.unpackbits(hf["target"][()], axis=-1, count=200)

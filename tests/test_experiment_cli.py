@@ -2,12 +2,12 @@
 
 A tiny PaSST (``tiny_model``) trains with ``mini_train`` (mixup, SWA, the importance sampler),
 leaving a sacred run (``-F``), an offline wandb run and checkpoints; then evaluation of an
-ensemble of two of those checkpoints, resuming, DDP with two CPU processes, and bad input.
+ensemble of two of those checkpoints, resuming, and bad input (DDP and the other launch routes:
+``tests/test_scale_out.py``).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -102,24 +102,6 @@ def test_resume_continues_from_the_checkpoint(mini_audioset, tmp_path):
     assert min(run["metrics"]["train_loss_step"]["steps"]) == 6  # the step counter continues
     ckpt = torch.load(run["info"]["last_checkpoint"], map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == 2 and int(ckpt["state_dict"]["swa_n_averaged"]) == 3
-
-
-def test_ddp_two_cpu_processes_observe_rank_zero_only(mini_audioset, tmp_path):
-    eval_file = copy_hdf5(mini_audioset["eval_hdf5"], tmp_path / "eval7.hdf", rows=7)
-    folder, out = tmp_path / "sacred", tmp_path / "out"
-    wandb_runs = set(Path(os.environ["WANDB_DIR"]).glob("wandb/offline-run-*"))
-    proc = ok(run_cli("-F", str(folder), "with", "mini_train", "tiny_model",
-                      *data_args(mini_audioset, eval_hdf5=eval_file), f"output_dir={out}", ddp=2))
-    assert sorted(p.name for p in folder.iterdir() if p.name != "_sources") == ["1"]  # one sacred run
-    run = sacred_run(folder)
-    assert run["status"] == "COMPLETED" and run["info"]["world_size"] == 2
-    # 7 clips on 2 ranks: DistributedSampler pads to 8; the padding is removed before scoring
-    assert run["result"]["val_examples"] == 7
-    assert "duplicates" not in proc.output
-    assert len(list((out / "audioset").iterdir())) == 1  # both ranks used one run folder
-    new_wandb = set(Path(os.environ["WANDB_DIR"]).glob("wandb/offline-run-*")) - wandb_runs
-    assert len(new_wandb) == 1  # one wandb run, from rank 0
-    assert run["config"]["trainer"]["devices"] == 2 and "seed" in run["config"]
 
 
 def _run_in_process(monkeypatch, mini_audioset, tmp_path, **overrides):

@@ -166,14 +166,11 @@ def test_lightning_1_keys_without_an_equivalent_name_the_replacement_before_any_
         config_of(trainer={key: value})
 
 
-def test_ddp_strategy_settings_and_when_the_graph_is_static():
-    ddp = {"bucket_cap_mb": 25, "bf16_compress": False}
+def test_ddp_strategy_settings():
+    ddp = {"bucket_cap_mb": 25, "bf16_compress": False, "timeout_s": 90}
     strategy = ddp_strategy(ddp)
-    assert strategy._ddp_kwargs == {"gradient_as_bucket_view": True, "broadcast_buffers": False,
-                                    "static_graph": True, "bucket_cap_mb": 25}
-    assert strategy._ddp_comm_hook is None
-    assert not ddp_strategy(ddp, accumulate_grad_batches=2)._ddp_kwargs["static_graph"]  # no_sync breaks it
-    assert not ddp_strategy(ddp, compiled=True)._ddp_kwargs["static_graph"]
+    assert strategy._ddp_kwargs == {"gradient_as_bucket_view": True, "broadcast_buffers": False, "bucket_cap_mb": 25}
+    assert strategy._ddp_comm_hook is None and strategy._timeout.total_seconds() == 90
     compressed = ddp_strategy({"bucket_cap_mb": 50, "bf16_compress": True})
     assert compressed._ddp_comm_hook.__name__ == "bf16_compress_hook"
     assert compressed._ddp_kwargs["bucket_cap_mb"] == 50
@@ -182,6 +179,9 @@ def test_ddp_strategy_settings_and_when_the_graph_is_static():
     assert trainer.strategy._ddp_kwargs["gradient_as_bucket_view"]
     trainer = build_trainer({"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn"}, ddp_cfg=config_of()["ddp"])
     assert "gradient_as_bucket_view" not in trainer.strategy._ddp_kwargs
+    # trainer.devices=N alone (strategy "auto") gets the same strategy as DDP=N
+    trainer = build_trainer({"accelerator": "cpu", "devices": 2}, ddp_cfg=config_of()["ddp"])
+    assert trainer.strategy._ddp_kwargs["gradient_as_bucket_view"]
 
 
 def test_fp32_matmuls_use_tensor_cores_on_cuda_only(monkeypatch):

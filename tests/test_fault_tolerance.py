@@ -30,7 +30,7 @@ from experiment_cli import ROOT, copy_hdf5, data_args, data_config
 
 from helpers.data import atomic
 from helpers.data.corrupt_clips import read_corrupt_log
-from helpers.data.hdf5_dataset import Hdf5FileError
+from helpers.data.hdf5_dataset import Hdf5FileError, open_read_only
 from helpers.experiment import ddp
 from helpers.training.checkpoint_io import AtomicCheckpointIO, CheckpointSaveError
 from helpers.training.nonfinite import NonFiniteError, NonFiniteGuard
@@ -171,11 +171,16 @@ def test_checkpoint_save_on_a_full_disk_keeps_the_previous_file(tmp_path, monkey
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()
     io.save_checkpoint({"global_step": 1, "w": torch.ones(3)}, path)
+    io.wait()
     monkeypatch.setattr(atomic, "open", lambda p, mode: _FullDisk(builtins.open(p, mode)), raising=False)
+    io.save_checkpoint({"global_step": 2, "w": torch.zeros(3)}, path)  # written in the background
     with pytest.raises(CheckpointSaveError, match=rf"disk is full.*{path}.*previous last.ckpt is intact.*ckpt_path="):
-        io.save_checkpoint({"global_step": 2, "w": torch.zeros(3)}, path)
+        io.save_checkpoint({"global_step": 3, "w": torch.zeros(3)}, path)  # the next save raises it
     monkeypatch.undo()
     assert io.load_checkpoint(path)["global_step"] == 1 and list(tmp_path.iterdir()) == [path]
+    with pytest.raises(CheckpointSaveError, match="disk is full"):  # in the calling thread
+        monkeypatch.setattr(atomic, "open", lambda p, mode: _FullDisk(builtins.open(p, mode)), raising=False)
+        AtomicCheckpointIO(background=False).save_checkpoint({"global_step": 2}, path)
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None or subprocess.run(
@@ -375,7 +380,8 @@ def test_ddp_rank_zero_killed_the_other_rank_stops_and_marks_the_run_failed(mini
         rank0.kill()
         rank0.wait()
     run = json.loads((folder / "1" / "run.json").read_text())
-    assert run["status"] == "FAILED" and f"DDP rank 0 (pid {rank0.pid}) is gone" in run["fail_trace"][-1]
+    # marked by the child's parent watch or by its rank watch, whichever saw it first
+    assert run["status"] == "FAILED" and f"rank 0 (pid {rank0.pid}) is gone" in run["fail_trace"][-1]
 
 
 def _gone(pid: int) -> bool:
@@ -450,7 +456,7 @@ def _corrupt_training_data(dataset: str, mini: dict, folder: Path) -> dict:
         return {"base_dir": f"{base}/"}
     key, name = {"openmic": ("openmic_train_hdf5", "mp3/openmic_train.csv_mp3.hdf"),
                  "fsd50k": ("balanced_train_hdf5", "mp3/FSD50K.train_mp3.hdf")}[dataset]
-    with h5py.File(mini["base_dir"] + name, "r") as hf:
+    with open_read_only(mini["base_dir"] + name) as hf:
         rows = len(hf["audio_name"])
     return {key: copy_hdf5(mini["base_dir"] + name, folder / "train.hdf", rows=rows, corrupt_row=2)}
 

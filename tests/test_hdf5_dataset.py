@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from audioset import dataset as audioset_dataset
 from helpers.data.audio_io import encode_mp3
 from helpers.data.corrupt_clips import CorruptClipError, read_corrupt_log
-from helpers.data.hdf5_dataset import Hdf5AudioDataset, preload_hdf5
+from helpers.data.hdf5_dataset import Hdf5AudioDataset, open_read_only, preload_hdf5
 
 SR = 32000
 
@@ -223,16 +223,16 @@ def run_with_ingredient(config_updates, body, seed=None):
 
 
 def test_importance_sampler_follows_the_run_seed(mini_audioset):
-    def draws():
-        sampler = audioset_dataset.get_ft_weighted_sampler(epoch_len=20)
+    def draws(run_seed):
+        sampler = audioset_dataset.get_ft_weighted_sampler(run_seed, epoch_len=20)
         sampler.set_epoch(0)
         return list(sampler)
 
     cfg = mini_audioset["basedataset_config"]
-    a, again, other = (run_with_ingredient(cfg, draws, seed=s) for s in (1, 1, 2))
+    a, again, other = (run_with_ingredient(cfg, lambda s=s: draws(s)) for s in (1, 1, 2))
     assert a == again and a != other
     fixed = {**cfg, "sampler_seed": 7}
-    assert run_with_ingredient(fixed, draws, seed=1) == run_with_ingredient(fixed, draws, seed=2)
+    assert run_with_ingredient(fixed, lambda: draws(1)) == run_with_ingredient(fixed, lambda: draws(2))
 
 
 def test_sacred_ingredient_defaults_follow_base_dir():
@@ -258,8 +258,8 @@ def test_sacred_captured_functions(mini_audioset):
         full = audioset_dataset.get_training_set()
         base = audioset_dataset.get_base_training_set()
         test = audioset_dataset.get_test_set()
-        sampler = audioset_dataset.get_ft_weighted_sampler()
-        big_sampler = audioset_dataset.get_ft_weighted_sampler(epoch_len=2000, sampler_replace=True)
+        sampler = audioset_dataset.get_ft_weighted_sampler(0)
+        big_sampler = audioset_dataset.get_ft_weighted_sampler(0, epoch_len=2000, sampler_replace=True)
         return len(full), len(base), len(test), test[0][0].shape, len(sampler), list(big_sampler)
 
     n_full, n_base, n_test, shape, n_sampler, drawn = run_with_ingredient(mini_audioset["basedataset_config"], body)
@@ -270,7 +270,7 @@ def test_sacred_captured_functions(mini_audioset):
 
     only_balanced = run_with_ingredient(
         {**mini_audioset["basedataset_config"], "use_full_set": False, "epoch_len": 16},
-        lambda: (len(audioset_dataset.get_training_set()), max(audioset_dataset.get_ft_weighted_sampler())),
+        lambda: (len(audioset_dataset.get_training_set()), max(audioset_dataset.get_ft_weighted_sampler(0))),
     )
     assert only_balanced[0] == 16 and only_balanced[1] < 16
 
@@ -280,6 +280,21 @@ def test_preload_reads_every_clip(mini_audioset):
     total = run_with_ingredient(m["basedataset_config"], lambda: preload_hdf5(audioset_dataset.hdf5_files()))
     expected = 0
     for key in ("balanced_train_hdf5", "unbalanced_train_hdf5", "eval_hdf5"):
-        with h5py.File(m[key]) as hf:
+        with open_read_only(m[key]) as hf:
             expected += sum(a.nbytes for a in hf["mp3"][()])
     assert total == expected > 0
+
+
+def test_datasets_read_a_file_whose_lock_is_taken(mini_audioset, tmp_path):
+    """HDF5 locks files it opens; on some Lustre/NFS mounts that fails or stalls: reading takes no lock."""
+    import fcntl
+
+    from experiment_cli import copy_hdf5
+
+    path = copy_hdf5(mini_audioset["eval_hdf5"], tmp_path / "eval.hdf", rows=8)
+    with open(path, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a writer, or a file system refusing locks
+        with pytest.raises(OSError, match="unable to lock file"):
+            h5py.File(path, "r")  # HDF5's default
+        dataset = Hdf5AudioDataset(path, clip_length=32000, n_classes=527)
+        assert len(dataset) == 8 and dataset[3][1]

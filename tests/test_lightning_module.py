@@ -244,3 +244,72 @@ def test_the_bare_training_step_is_one_optimizer_step_on_the_task_loss():
     torch.testing.assert_close(loss, expected.detach())
     for (name, a), b in zip(net.named_parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
+
+
+class GradientNorms(pl.Callback):
+    """The norm of all gradients the optimizer stepped with (they stay until the next step zeroes them)."""
+
+    def __init__(self):
+        self.norms = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        grads = [p.grad.float() for p in pl_module.net.parameters() if p.grad is not None]
+        self.norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_gradient_clipping_with_the_fused_optimizer_unscales_then_clips(precision, tmp_path):
+    """``trainer.gradient_clip_val`` under both mixed precisions (Lightning alone refuses: fused optimizer).
+
+    On the CPU: ``bf16-mixed`` as it runs; ``16-mixed`` with fp16 autocast and a real loss scaler
+    (``GradScaler("cpu")``, scale 2**12), the same Python path as on a GPU (unscale, clip, the
+    scaler's step of the fused AdamW) with the CPU's kernels. The true gradients are clipped:
+    clipping the scaled ones would leave a norm of clip / 4096, no clipping one far above.
+    """
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    clip = 1e-3  # far below the gradients' norm (~0.1-1 for the tiny model): every step is clipped
+    plugins = [MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**12))] \
+        if precision == "16-mixed" else []
+    module, norms = tiny_module(mixup_alpha=None, log_spectrograms=0), GradientNorms()
+    before = {k: v.clone() for k, v in module.net.state_dict().items()}
+    trainer = pl.Trainer(max_steps=3, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                         gradient_clip_val=clip, callbacks=[norms], plugins=plugins,
+                         **({} if plugins else {"precision": precision}))
+    trainer.fit(module, train_dataloaders=DataLoader(ToneSet(12), batch_size=4))
+    assert str(trainer.precision) == precision and module.optimizers().optimizer.defaults["fused"]
+    assert len(norms.norms) == 3 and all(n == pytest.approx(clip, rel=1e-2) for n in norms.norms), norms.norms
+    assert any(not torch.equal(before[k], v) for k, v in module.net.state_dict().items())  # the steps were taken
+
+
+class SavedEpochs(pl.Callback):
+    """The epochs in which a checkpoint was written."""
+
+    def __init__(self):
+        self.epochs = []
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        self.epochs.append(trainer.current_epoch)
+
+
+def test_validation_every_k_epochs_keeps_the_swa_epochs_and_the_last(tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from helpers.training.swa import is_swa_epoch
+    from helpers.training.validation_schedule import ValidationSchedule
+
+    # k=3 over 5 epochs validates epoch 2; SWA (start 2, every 2) updates at the start of epochs 1 and 3; 4 is last
+    schedule = ValidationSchedule(3, lambda epoch: is_swa_epoch(epoch, 2, 2))
+    module, log, saved = tiny_module(swa=True, log_spectrograms=0), MetricsLog(), SavedEpochs()
+    last = ModelCheckpoint(dirpath=tmp_path, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+    best = ModelCheckpoint(dirpath=tmp_path, filename="best", monitor="val_mAP", mode="max")
+    trainer = pl.Trainer(max_epochs=5, accelerator="cpu", devices=1, logger=log, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, log_every_n_steps=1,
+                         callbacks=[schedule, SWACallback(2, 2), last, best, saved])
+    trainer.fit(module, train_dataloaders=DataLoader(ToneSet(4), batch_size=4),
+                val_dataloaders=DataLoader(ToneSet(3), batch_size=3))
+    assert sorted({int(row["epoch"]) for row in log.rows if "val_loss" in row}) == [1, 2, 3, 4]
+    assert sorted({int(row["epoch"]) for row in log.rows if "swa_val_loss" in row}) == [1, 3]  # every SWA update
+    assert sorted(set(saved.epochs)) == [1, 2, 3, 4]  # last.ckpt and the best one follow validation
+    assert (tmp_path / "last.ckpt").is_file() and (tmp_path / "best.ckpt").is_file()

@@ -18,7 +18,12 @@ Two checks cover the loop:
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -224,3 +229,31 @@ def test_a_step_value_on_the_progress_bar_is_caught(tmp_path):
     torch.manual_seed(0)
     watch = fit_watched(tiny_module(StepLossOnTheBar), tmp_path)
     assert "aten._local_scalar_dense.default" in watch.mode.reads
+
+
+# --------------------------------------------------------------------------------- under DDP
+@pytest.mark.slow
+def test_two_ddp_processes_run_no_collective_and_read_nothing_back_between_checks(tmp_path):
+    """A real 2-process run (gloo): per step, DDP's gradient all-reduce and nothing else.
+
+    Lightning 2.6.6 adds a broadcast and a host read of its SIGTERM flag to every step under
+    DDP; ``helpers.training.sigterm`` agrees on SIGTERM about once a second instead (never in the
+    watched steps here). Clipping (with the fused optimizer) and the fault-tolerance callbacks
+    run in the loop.
+    """
+    done = subprocess.run([sys.executable, str(Path(__file__).parent / "ddp_sync_run.py"), str(tmp_path)],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+                          env={**{k: v for k, v in os.environ.items() if k not in ("DDP", "RANK", "LOCAL_RANK",
+                                                                                  "WORLD_SIZE")},
+                               "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-5000:]
+    for rank in (0, 1):
+        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert result["world_size"] == 2 and len(result["steps"]) == 6
+        for step in result["steps"]:
+            assert step["reads"] == []
+            assert step["collectives"] and set(step["collectives"]) == {"c10d.allreduce_.default"}, step
+        assert len({len(step["collectives"]) for step in result["steps"]}) == 1  # the gradient buckets, every step
+        # the counters see what Lightning's own per-step check costs
+        assert "c10d.broadcast_.default" in result["lightning_check"]
+        assert "aten._local_scalar_dense.default" in result["lightning_check"]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import h5py
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 from torch.utils.data import RandomSampler, Sampler, SequentialSampler
 
+from helpers.data.hdf5_dataset import open_read_only
 from helpers.data.sampler import (
     DistributedSamplerWrapper,
     label_frequencies,
@@ -73,7 +73,7 @@ def test_weights_from_hdf5_count_frequencies_over_all_files(mini_audioset):
     paths = [mini_audioset["balanced_train_hdf5"], mini_audioset["unbalanced_train_hdf5"]]
     dense = []
     for path in paths:
-        with h5py.File(path) as hf:
+        with open_read_only(path) as hf:
             dense.append(np.unpackbits(hf["target"][()], axis=-1, count=527).astype(bool))
     dense = np.concatenate(dense)
     weights = sample_weights_from_hdf5(paths, n_classes=527, offset=100)

@@ -75,6 +75,7 @@ class SkipsUndecodableClips:
         if self.corrupt_log is not None:
             line = f"{index}\t{name}\t{str(err).replace(chr(9), ' ').replace(chr(10), ' ')}\n"
             # One small O_APPEND write per line keeps lines from several workers intact.
+            Path(self.corrupt_log).parent.mkdir(parents=True, exist_ok=True)
             with open(self.corrupt_log, "a", encoding="utf-8") as fh:
                 fh.write(line)
 
@@ -107,16 +108,17 @@ def leaf_datasets(dataset: object) -> Iterator[object]:
         stack.append(inner.get("dataset"))  # wrappers, Subset
 
 
-def attach_corrupt_log(dataset: object, path: str | os.PathLike) -> str:
+def attach_corrupt_log(dataset: object, path: str | os.PathLike, replacing: str | os.PathLike | None = None) -> str:
     """Make every decoding dataset inside ``dataset`` log failures to its own log or ``path``.
 
-    A log the config already set (``basedataset.corrupt_log``) is kept. Returns the log in use
-    (the first one found, ``path`` when none was set).
+    A log the config already set (``basedataset.corrupt_log``) is kept, unless it is ``replacing``
+    (a log attached before, moving to another run folder). Returns the log in use (the first one
+    found, ``path`` when none was set). Its folder is created by the first failure written.
     """
     used = None
+    replacing = os.fspath(replacing) if replacing is not None else None
     for ds in leaf_datasets(dataset):
-        if ds.corrupt_log is None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if ds.corrupt_log is None or ds.corrupt_log == replacing:
             ds.corrupt_log = os.fspath(path)
         used = used or ds.corrupt_log
     return used or os.fspath(path)

@@ -83,8 +83,19 @@ def require_hdf5(path: str | os.PathLike, prepare_hint: str | None) -> str:
     return path
 
 
+def open_read_only(path: str | os.PathLike) -> h5py.File:
+    """``h5py.File(path, "r")`` without HDF5's file lock.
+
+    HDF5 locks every file it opens (a shared ``flock`` even to read). On some Lustre and NFS
+    mounts that fails ("unable to lock file") or stalls, and every DataLoader worker of every
+    rank opens the files; a dataset that is only read needs no lock. (Same as
+    ``HDF5_USE_FILE_LOCKING=FALSE``, for these files only.)
+    """
+    return h5py.File(path, "r", locking=False)
+
+
 def open_hdf5(path: str | os.PathLike, prepare_hint: str | None = None) -> h5py.File:
-    """``h5py.File(path, "r")``, failing with :class:`Hdf5FileError` that names the file and the fix.
+    """:func:`open_read_only`, failing with :class:`Hdf5FileError` that names the file and the fix.
 
     A file cut short by an interrupted copy is found here at no cost: HDF5 records the file's
     size in its header and refuses to open a shorter file ("truncated file"), whatever the file
@@ -92,7 +103,7 @@ def open_hdf5(path: str | os.PathLike, prepare_hint: str | None = None) -> h5py.
     block of zeros, is not found here; clips that then fail to decode are skipped and counted.)
     """
     try:
-        return h5py.File(path, "r")
+        return open_read_only(path)
     except OSError as err:
         size = os.path.getsize(path) if os.path.isfile(path) else 0
         expected = re.search(r"stored_eof = (\d+)", str(err))
@@ -264,7 +275,7 @@ def hdf5_class_names(path: str | os.PathLike) -> list[str] | None:
     """The ``class_names`` attribute our prepare scripts store in a file (None when absent or no file)."""
     if not os.path.isfile(path):
         return None
-    with h5py.File(path, "r") as hf:
+    with open_read_only(path) as hf:
         names = hf.attrs.get("class_names")
     return None if names is None else [decode_name(n) for n in names]
 

@@ -31,6 +31,10 @@ OWN_LOADER_KEYS = ("weighted_sampler",)
 #: the original's worker count, kept as the ceiling: a worker decodes ~275 clips/s on a 2-core EPYC
 #: (benchmarks/data_loading.py), so 16 feed ~4400 clips/s, several times what PaSST-S trains at on an H100
 MAX_WORKERS = 16
+#: clips/s one worker decodes (10 s mp3 at 32 kHz, decode + gain + roll + collate; AMD EPYC core)
+WORKER_CLIPS_PER_S = 275
+#: clips/s one GPU trains PaSST-S at: batch 12 in ~13 ms per step on an H100 (README, "Training at GPU speed")
+GPU_CLIPS_PER_S = 920
 
 
 def default_num_workers(cores: int) -> int:
@@ -40,6 +44,22 @@ def default_num_workers(cores: int) -> int:
     worker, so decoding never blocks the training loop.
     """
     return max(1, min(MAX_WORKERS, cores - 1))
+
+
+def loader_supply_warning(num_workers: int, cores: int) -> str | None:
+    """Why ``num_workers`` decoding workers per process cannot feed a GPU (None when they can).
+
+    ``cores``: the CPUs this process may use (``helpers.experiment.ddp.cores_per_process``).
+    """
+    supply = max(1, num_workers) * WORKER_CLIPS_PER_S
+    if supply >= GPU_CLIPS_PER_S:
+        return None
+    needed = -(-GPU_CLIPS_PER_S // WORKER_CLIPS_PER_S)
+    return (f"datasets.training.num_workers={num_workers}: about {supply} clips/s per GPU, where PaSST-S trains "
+            f"~{GPU_CLIPS_PER_S} clips/s on an H100 (~{WORKER_CLIPS_PER_S} per worker): the GPU will wait for data. "
+            f"This process may use {cores} CPU(s); give each training process at least {needed + 1} (one trains, "
+            f"{needed} decode): under SLURM `#SBATCH --cpus-per-task={needed + 1}` or more (its default is one CPU "
+            f"per task), or fewer processes per machine.")
 
 
 def _distributed() -> bool:
@@ -65,8 +85,9 @@ class AudioDataModule(pl.LightningDataModule):
         train_set: training dataset (None for evaluation only).
         eval_sets: ``(dataset, loader config)`` of every evaluation set, in validation order.
         training_cfg: the ``datasets.training`` config.
-        seed: the run's seed: of the training shuffle and of the clips' augmentations.
-        train_sampler: makes the experiment's own training sampler (used when
+        seed: the run's seed: of the training shuffle, the experiment's sampler and the clips'
+            augmentations (under DDP, rank 0's: the run sets it once the ranks agreed on it).
+        train_sampler: makes the experiment's own training sampler from the run's seed (used when
             ``training_cfg["weighted_sampler"]`` is true).
 
     Attributes:
@@ -74,7 +95,7 @@ class AudioDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, train_set: Dataset | None, eval_sets: Sequence[tuple[Dataset, dict[str, Any]]],
-                 training_cfg: dict[str, Any], train_sampler: Callable[[], Sampler] | None = None,
+                 training_cfg: dict[str, Any], train_sampler: Callable[[int], Sampler] | None = None,
                  seed: int = 0) -> None:
         super().__init__()
         self.train_set, self.eval_sets = train_set, [(ds, dict(cfg)) for ds, cfg in eval_sets]
@@ -88,7 +109,7 @@ class AudioDataModule(pl.LightningDataModule):
             raise RuntimeError("This data module has no training set")
         cfg = dict(self.training_cfg)
         if cfg.get("weighted_sampler") and self.train_sampler is not None:
-            sampler = self.train_sampler()
+            sampler = self.train_sampler(self.seed)
         else:
             world, rank = (dist.get_world_size(), dist.get_rank()) if _distributed() else (1, 0)
             sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank,

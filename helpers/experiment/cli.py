@@ -25,7 +25,7 @@ from sacred.utils import apply_backspaces_and_linefeeds
 
 from helpers.experiment import commands
 from helpers.experiment.config import check_config, default_config, plain, shared_config
-from helpers.experiment.ddp import prepare_argv
+from helpers.experiment.ddp import prepare_argv, prepare_environment
 from helpers.experiment.loggers import atomic_sacred_files
 from helpers.experiment.spec import ExperimentSpec
 
@@ -85,6 +85,7 @@ def _register_commands(ex: Experiment, spec: ExperimentSpec) -> None:
 
 def run_cli(ex: Experiment, argv: Sequence[str] | None = None):
     """Run the sacred command line; under DDP only rank 0 is observed (see :mod:`helpers.experiment.ddp`)."""
+    prepare_environment()
     argv = prepare_argv(sys.argv if argv is None else argv)
     sys.argv = argv  # Lightning's DDP launcher re-runs sys.argv in the child processes
     return ex.run_commandline(argv)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +17,23 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 from torch.utils.data import Dataset
 
 from helpers.data.corrupt_clips import attach_corrupt_log, corrupt_examples, count_corrupt
-from helpers.data.loaders import AudioDataModule
+from helpers.data.loaders import AudioDataModule, loader_supply_warning
 from helpers.experiment.ddp import (
     PerRankSeed,
-    externally_launched_world_size,
+    RankZeroDecides,
+    cluster_environment,
+    cores_per_process,
     is_global_rank_zero,
     lost_ranks,
-    shared_job_id,
     supervise_ranks,
     wait_for_child_processes,
 )
 from helpers.experiment.loggers import SacredLogger, finish_wandb, make_wandb_logger
+from helpers.experiment.rank_watch import RankWatch
 from helpers.experiment.spec import ExperimentSpec
 from helpers.experiment.trainer import (
     accelerator_device,
@@ -43,19 +47,24 @@ from helpers.training.nonfinite import NonFiniteGuard
 from helpers.training.optim import make_optimizer
 from helpers.training.resume import StepCheckpoint, StepSeeds, TrainingPosition
 from helpers.training.schedules import get_lr_lambda
+from helpers.training.sigterm import agree_on_sigterm
 from helpers.training.speed import time_steps, training_step
-from helpers.training.swa import SWACallback
+from helpers.training.swa import SWACallback, is_swa_epoch
 from helpers.training.tasks import Task
+from helpers.training.validation_schedule import ValidationSchedule
 from models.build import build_mel, build_net, net_output_classes
 from models.precision import autocast_dtype, decide_precision
 
 #: rank 0 exports its run folder here; DDP children (launched from it) reuse the same folder
 RUN_DIR_ENV = "PASST_RUN_DIR"
+#: the file in the run folder that collects the clips that failed to decode
+CORRUPT_LOG_NAME = "corrupt_clips.tsv"
 
 
 # --------------------------------------------------------------------------------- the commands
 def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dict[str, float]:
-    """Train and validate every epoch; returns the last validation metrics."""
+    """Train and validate (every epoch, or as ``trainer.check_val_every_n_epoch`` says); returns the
+    last validation metrics."""
     pl.seed_everything(seed, workers=True)
     if cfg.get("ckpt_path") and not os.path.isfile(cfg["ckpt_path"]):
         raise FileNotFoundError(f"ckpt_path={cfg['ckpt_path']!r}: no such checkpoint file (resume with "
@@ -65,19 +74,31 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
     datamodule, corrupt_log, corrupt_before = datamodule_for(spec, cfg, run_dir, training=True, task=task)
     module = module_for(spec, cfg, training=True, task=task)
     checkpointing = checkpoint_callbacks(spec, cfg, run_dir, task=task)
-    callbacks: list[pl.Callback] = [*checkpointing, LearningRateMonitor(logging_interval="epoch")]
+    trainer_cfg = dict(cfg["trainer"])
+    callbacks: list[pl.Callback] = [
+        RankZeroDecides({"run": cfg["seed"], "steps": seed}, run_dir, observer_dirs(run),
+                        lambda seeds, d: adopt_rank_zero(seeds, d, run_dir, datamodule, callbacks)),
+        RankWatch(cfg["ddp"]["dead_rank_after_s"]),
+        *checkpointing, LearningRateMonitor(logging_interval="epoch"),
+    ]
     if cfg["per_rank_seed"]:
         callbacks.append(PerRankSeed(seed))
     if cfg["swa"]:
         callbacks.append(SWACallback(cfg["swa_epoch_start"], cfg["swa_freq"]))
+    if isinstance(trainer_cfg.get("check_val_every_n_epoch", 1), int):  # None: Lightning validates by steps
+        swa_epoch = partial(is_swa_epoch, swa_epoch_start=cfg["swa_epoch_start"], swa_freq=cfg["swa_freq"])
+        callbacks.append(ValidationSchedule(trainer_cfg.get("check_val_every_n_epoch", 1),
+                                            swa_epoch if cfg["swa"] else None))
+        trainer_cfg["check_val_every_n_epoch"] = 1  # the schedule sets it per epoch
     callbacks += fault_tolerance_callbacks(cfg, seed, datamodule, checkpointing)
     loggers = [SacredLogger(run), wandb_logger(spec, cfg, run_dir, run)]
     checkpoint_io = AtomicCheckpointIO(trust_checkpoint=cfg["models"]["trust_checkpoint"])  # loads ckpt_path
-    trainer_cfg = {**cfg["trainer"], "plugins": [*(cfg["trainer"].get("plugins") or []), checkpoint_io]}
-    trainer = build_trainer(trainer_cfg, callbacks, loggers, default_root_dir=str(run_dir), ddp_cfg=cfg["ddp"],
-                            compiled=cfg["compile"])
+    trainer_cfg["plugins"] = [*(trainer_cfg.get("plugins") or []), checkpoint_io, *launch_plugins()]
+    trainer = build_trainer(trainer_cfg, callbacks, loggers, default_root_dir=str(run_dir), ddp_cfg=cfg["ddp"])
+    agree_on_sigterm(trainer)
+    warn_if_loaders_starve(trainer, cfg)
     run.info.update(run_dir=str(run_dir), precision=str(trainer.precision), world_size=trainer.world_size)
-    supervise_ranks([obs.dir for obs in run.observers if getattr(obs, "dir", None)])
+    supervise_ranks(trainer, observer_dirs(run))
     failed = True
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -110,10 +131,17 @@ def evaluate(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> 
     task = spec.get_task()
     datamodule, corrupt_log, corrupt_before = datamodule_for(spec, cfg, run_dir, training=False, task=task)
     module = module_for(spec, cfg, training=False, task=task)
-    trainer_cfg = {**cfg["trainer"], "enable_checkpointing": False}
-    trainer = build_trainer(trainer_cfg, [], [SacredLogger(run)], default_root_dir=str(run_dir), ddp_cfg=cfg["ddp"],
-                            compiled=cfg["compile"], command="evaluate")
+    trainer_cfg = {**cfg["trainer"], "enable_checkpointing": False,
+                   "plugins": [*(cfg["trainer"].get("plugins") or []), *launch_plugins()]}
+    callbacks: list[pl.Callback] = [
+        RankZeroDecides({"run": cfg["seed"], "steps": seed}, run_dir, observer_dirs(run),
+                        lambda seeds, d: adopt_rank_zero(seeds, d, run_dir, datamodule, callbacks)),
+        RankWatch(cfg["ddp"]["dead_rank_after_s"]),
+    ]
+    trainer = build_trainer(trainer_cfg, callbacks, [SacredLogger(run)], default_root_dir=str(run_dir),
+                            ddp_cfg=cfg["ddp"], command="evaluate")
     run.info.update(precision=str(trainer.precision))
+    supervise_ranks(trainer, observer_dirs(run))
     try:
         trainer.validate(module, datamodule=datamodule)
     finally:
@@ -158,7 +186,7 @@ def first_batches(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, list[s
     """One batch of each loader (``datasets.<name>``), described (shapes and first names)."""
     eval_sets = spec.evaluation_sets()
     dm = AudioDataModule(spec.train_set(), [(s.dataset(), loader_config(cfg, s.loader)) for s in eval_sets],
-                         cfg["datasets"]["training"], train_sampler=spec.train_sampler)
+                         cfg["datasets"]["training"], train_sampler=spec.train_sampler, seed=cfg["seed"])
     loaders = dm.val_dataloader()
     loaders = loaders if isinstance(loaders, list) else [loaders]
     result = {}
@@ -172,7 +200,8 @@ def first_batches(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, list[s
 
 def loader_speed(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, float]:
     """Seconds to iterate the training loader twice (the second pass shows warm caches/workers)."""
-    dm = AudioDataModule(spec.train_set(), [], cfg["datasets"]["training"], train_sampler=spec.train_sampler)
+    dm = AudioDataModule(spec.train_set(), [], cfg["datasets"]["training"], train_sampler=spec.train_sampler,
+                         seed=cfg["seed"])
     loader = dm.train_dataloader()
     result = {"batches": len(loader)}
     for attempt in ("first_pass_seconds", "second_pass_seconds"):
@@ -189,26 +218,72 @@ def loader_speed(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, float]:
 def run_folder(output_dir: str, name: str, run: Any, resume_from: str | None = None) -> Path:
     """``<output_dir>/<experiment>/<time>-run<sacred id>``: checkpoints, logs and wandb files of one run.
 
-    All ranks of a DDP run use rank 0's folder: children launched by rank 0 inherit it through
-    ``PASST_RUN_DIR``; processes started by torchrun/SLURM name it after their shared job id.
     Resuming from ``<run>/checkpoints/<file>.ckpt`` continues in ``<run>``: Lightning keeps its
-    record of the best checkpoints only when they stay in the same folder.
+    record of the best checkpoints only when they stay in the same folder. Under DDP every rank
+    ends up in rank 0's folder: the processes rank 0 launches inherit it (``PASST_RUN_DIR``), and
+    every rank takes rank 0's once the process group is up (:class:`RankZeroDecides`), whatever
+    started it; no process writes into a folder of its own before that.
     """
     inherited = os.environ.get(RUN_DIR_ENV)
     if inherited and not is_global_rank_zero():
         return Path(inherited)
-    job = shared_job_id() if externally_launched_world_size() > 1 else None
     checkpoint_dir = Path(resume_from).resolve().parent if resume_from else None
     if checkpoint_dir is not None and checkpoint_dir.name == "checkpoints":
         path = checkpoint_dir.parent
-    elif job is not None:
-        path = Path(output_dir) / name / f"job-{job}"
     else:
         run_id = getattr(run, "_id", None)
         leaf = time.strftime("%Y%m%d-%H%M%S") + (f"-run{run_id}" if run_id is not None else f"-pid{os.getpid()}")
         path = Path(output_dir) / name / leaf
     os.environ[RUN_DIR_ENV] = str(path)
     return path
+
+
+def observer_dirs(run: Any) -> list[str]:
+    """The folders of the run's sacred ``-F`` observers (empty for an unobserved rank)."""
+    return [obs.dir for obs in getattr(run, "observers", []) if getattr(obs, "dir", None)]
+
+
+def adopt_rank_zero(seeds: dict[str, int], run_dir: Path, own_run_dir: Path, datamodule: AudioDataModule,
+                    callbacks: list[pl.Callback]) -> None:
+    """Hand rank 0's seeds and run folder (:class:`RankZeroDecides`) to what this process built from its own.
+
+    The run's seed: the training shuffle, the experiment's sampler and the clips' augmentations
+    (the data module). The step seed (sacred's ``_seed`` of the command): the per-step and
+    per-rank seeds. The run folder: the corrupt-clip log and the step checkpoints (Lightning's
+    checkpoint callbacks take rank 0's folder by themselves).
+    """
+    datamodule.seed = seeds["run"]
+    for callback in callbacks:
+        if isinstance(callback, (PerRankSeed, StepSeeds)):
+            callback.seed = seeds["steps"]
+    if run_dir == own_run_dir:
+        return
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    old_log, new_log = own_run_dir / CORRUPT_LOG_NAME, run_dir / CORRUPT_LOG_NAME
+    for dataset in [datamodule.train_set] + [ds for ds, _ in datamodule.eval_sets]:
+        if dataset is not None:
+            attach_corrupt_log(dataset, new_log, replacing=old_log)
+    moved = {StepCheckpoint: "path", NonFiniteGuard: "last_checkpoint"}  # where they write last.ckpt
+    for callback in callbacks:
+        attribute = moved.get(type(callback))
+        value = getattr(callback, attribute) if attribute else None
+        if isinstance(value, str) and Path(value).is_relative_to(own_run_dir):
+            setattr(callback, attribute, str(run_dir / Path(value).relative_to(own_run_dir)))
+
+
+def launch_plugins() -> list:
+    """Trainer plugins that the launch route needs (``DDP=N`` inside a SLURM job: Lightning's own launcher)."""
+    environment = cluster_environment()
+    return [] if environment is None else [environment]
+
+
+def warn_if_loaders_starve(trainer: pl.Trainer, cfg: dict[str, Any]) -> None:
+    """Warn when the training loader's workers cannot decode as fast as a GPU trains."""
+    if trainer.strategy.root_device.type != "cuda":
+        return
+    message = loader_supply_warning(cfg["datasets"]["training"].get("num_workers") or 0, cores_per_process())
+    if message:
+        rank_zero_warn(message)
 
 
 def check_dataset(dataset: Dataset, task: Task, n_classes: int, split: str) -> None:
@@ -244,7 +319,7 @@ def datamodule_for(spec: ExperimentSpec, cfg: dict[str, Any], run_dir: Path, tra
     for split, dataset in [("training", train_set)] + [(name, ds) for name, ds, _ in eval_sets]:
         if dataset is not None:
             check_dataset(dataset, task, n_classes, split)
-    corrupt_log = os.fspath(run_dir / "corrupt_clips.tsv")
+    corrupt_log = os.fspath(run_dir / CORRUPT_LOG_NAME)
     for dataset in [ds for _, ds, _ in eval_sets] + [train_set]:
         if dataset is not None:
             corrupt_log = attach_corrupt_log(dataset, corrupt_log)

@@ -135,9 +135,11 @@ def shared_config(experiment: str = "audioset") -> DescribedConfig:
     c.add("trainer.num_sanity_val_steps", 0)
     c.add("trainer.limit_train_batches", None, "None: all; a number: that many batches per epoch")
     c.add("trainer.limit_val_batches", None, "None: all; a number: that many batches per validation")
-    c.add("trainer.check_val_every_n_epoch", 1)
+    c.add("trainer.check_val_every_n_epoch", 1, "validate (and write the end-of-epoch checkpoints) every k epochs; "
+          "epochs that update the SWA average and the last epoch are always validated")
     c.add("trainer.accumulate_grad_batches", 1)
-    c.add("trainer.gradient_clip_val", None)
+    c.add("trainer.gradient_clip_val", None, "clip the gradients' norm (gradient_clip_algorithm=value: each value) "
+          "to this; unscaled first under 16-mixed")
     c.add("trainer.log_every_n_steps", 50)
     c.add("trainer.benchmark", True, "cuDNN autotuning")
     c.add("trainer.use_distributed_sampler", False, "our samplers shard among DDP ranks themselves")
@@ -148,8 +150,8 @@ def shared_config(experiment: str = "audioset") -> DescribedConfig:
     c.add("datasets.training", dict(batch_size=12, num_workers=workers, shuffle=True, pin_memory=pin,
                                     persistent_workers=True, drop_last=False), "the training loader")
     c.describe("datasets.training.num_workers",
-               "per process: max(1, min(16, cores - 1)); cores = SLURM_CPUS_PER_TASK, else usable cores / "
-               "training processes on this machine")
+               "per process: max(1, min(16, cores - 1)); cores = the CPUs this process can use (affinity, cgroup "
+               "quota, SLURM_CPUS_PER_TASK) / the training processes sharing them")
     c.describe("datasets.training.weighted_sampler", "use the experiment's own sampler (e.g. class-balanced)")
     c.add("datasets.test", dict(batch_size=20, num_workers=workers, pin_memory=pin, persistent_workers=False),
           "the evaluation loader (workers start at each validation: no idle decoders during training); "
@@ -160,6 +162,10 @@ def shared_config(experiment: str = "audioset") -> DescribedConfig:
           "fp32 gradients), all-reduced as soon as that block's backward is done")
     c.add("ddp.bf16_compress", False, "all-reduce gradients in bf16: half the traffic, for several machines "
           "(NCCL on GPUs only; Lightning ignores it on CPUs)")
+    c.add("ddp.timeout_s", 1800, "seconds a collective waits for the other ranks before it fails (a rank that hangs "
+          "without dying)")
+    c.add("ddp.dead_rank_after_s", 30, "a rank without a heartbeat for this long is taken for dead and the run stops "
+          "(helpers/experiment/rank_watch.py)")
 
     c.describe("wandb", "arguments of pytorch_lightning's WandbLogger and wandb.init")
     c.add("wandb.project", f"passt_{experiment}")

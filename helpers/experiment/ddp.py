@@ -1,21 +1,26 @@
-"""Several processes: who is rank 0, how the ranks re-run the command line, and their seeds.
+"""Several processes: who is rank 0, what every rank takes from it, and stopping together.
 
-How ``DDP=N python ex_audioset.py ...`` works: the config sets ``trainer.devices=N`` and
-``trainer.strategy="ddp"``; Lightning's DDP launcher re-runs ``sys.argv`` in N-1 child processes
-(``LOCAL_RANK=1..N-1``) when ``trainer.fit``/``validate`` starts. :func:`prepare_argv` runs before
-sacred parses the command line, in every process:
+The launch routes (README, "Several GPUs" and "Several machines"):
 
-* rank 0 pins the seed in ``sys.argv`` (``with seed=...``) before the children are launched, so
-  every rank builds the same config;
-* every other rank adds sacred's ``--unobserved``, so only rank 0 writes sacred runs (``-F``,
-  ``-m``); Lightning's loggers (wandb, the sacred metrics logger) log on rank 0 only.
+* ``DDP=N python ex_audioset.py ...`` and ``trainer.devices=N``: Lightning re-runs ``sys.argv``
+  in N-1 child processes (``LOCAL_RANK=1..N-1``) when ``trainer.fit``/``validate`` starts; with
+  ``trainer.num_nodes=M`` the same command runs on every machine with ``NODE_RANK``,
+  ``MASTER_ADDR`` and ``MASTER_PORT`` set;
+* ``torchrun`` (``RANK``, ``LOCAL_RANK``, with or without ``--rdzv-id``) and SLURM's ``srun``
+  (``SLURM_PROCID``) start every process themselves, all with the same command line.
 
-Under torchrun or SLURM every process is started externally with the same command line; the
-rank comes from ``RANK``/``SLURM_PROCID`` and, without an explicit ``seed=``, the seed is derived
-from the job id that all processes share.
+Whatever the route, the processes start with their own sacred config (each draws its own seed
+when the command line gives none). :class:`RankZeroDecides` makes them agree once the process
+group is up, with one broadcast: every rank takes rank 0's seeds (the run's ``seed``: clip order,
+samplers, per-clip augmentations; sacred's ``_seed`` derived from it: per-step draws), rank 0's
+run folder and rank 0's sacred run folders. Before that,
+:func:`prepare_argv` gives every process that is not global rank 0 sacred's ``--unobserved``
+(only rank 0 writes a sacred run) and :func:`prepare_environment` tells Lightning's rank-zero
+utilities (wandb) which process is not rank 0 before any rank is known.
 
-When a rank dies (:func:`supervise_ranks`, :func:`wait_for_child_processes`), the others stop
-within a bounded time instead of waiting in a collective until its timeout (30 minutes):
+When a rank dies, the others stop within seconds instead of waiting in a collective until its
+timeout (``ddp.timeout_s``): :mod:`helpers.experiment.rank_watch` on every route; for the
+processes of a ``DDP=N`` run, also:
 
 * a child that dies: rank 0's collectives fail at once with gloo, and it stops with an error
   naming the rank; Lightning's observer of the children, which would kill rank 0 within 5 s
@@ -29,25 +34,24 @@ within a bounded time instead of waiting in a collective until its timeout (30 m
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import json
 import logging
+import math
 import os
-import random
 import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
+from lightning_fabric.plugins.environments import LightningEnvironment
 from lightning_fabric.strategies.launchers import subprocess_script
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from helpers.data.atomic import atomic_write
+from helpers.experiment.rank_watch import SACRED_RUN_DIRS_ENV, RankWatch, mark_runs_failed, sacred_run_dirs
 
 _logger = logging.getLogger(__name__)
 
@@ -59,7 +63,6 @@ FAILURE_GRACE_S = 30.0
 LOST_RANK_WAIT_S = 2.0
 #: environment variables rank 0 leaves for the children it launches
 PARENT_PID_ENV = "PASST_DDP_PARENT_PID"
-SACRED_RUN_DIRS_ENV = "PASST_SACRED_RUN_DIRS"
 
 #: environment variables that carry a (global, local or node) rank; any non-zero one means "not rank 0"
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
@@ -80,6 +83,12 @@ def ddp_processes_from_env() -> int:
     return n
 
 
+def _count_env(var: str) -> int:
+    """The leading number of ``var`` (``4`` of SLURM's ``4(x2)``), 0 when unset or not a number."""
+    count = re.match(r"\d+", os.environ.get(var, "").strip())
+    return int(count.group()) if count else 0
+
+
 def processes_on_this_machine() -> int:
     """Training processes that share this machine: ``DDP=N``, torchrun's ``LOCAL_WORLD_SIZE``,
     SLURM's ``SLURM_NTASKS_PER_NODE`` (e.g. ``4`` or ``4(x2)``), else 1."""
@@ -87,24 +96,52 @@ def processes_on_this_machine() -> int:
     if ddp:
         return ddp
     for var in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
-        count = re.match(r"\d+", os.environ.get(var, "").strip())
-        if count and int(count.group()) > 0:
-            return int(count.group())
+        if _count_env(var) > 0:
+            return _count_env(var)
     return 1
+
+
+def cgroup_cpu_limit(root: str | os.PathLike = "/sys/fs/cgroup") -> float | None:
+    """CPUs the cgroup's quota allows (``cpu.max``: quota / period; v1: ``cpu.cfs_quota_us``), None: no quota."""
+    root = Path(root)
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cpus() -> int:
+    """CPUs this process can really use: its affinity mask (cgroups' cpusets, ``taskset``, SLURM's
+    task binding), capped by a cgroup CPU quota (containers)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = cgroup_cpu_limit()
+    return max(1, min(cpus, math.ceil(limit)) if limit else cpus)
 
 
 def cores_per_process() -> int:
     """CPU cores for each training process on this machine.
 
-    SLURM's ``SLURM_CPUS_PER_TASK`` is already per process; otherwise the cores this process may
-    run on (its affinity mask, which respects cgroups and ``taskset``) shared by the processes of
-    :func:`processes_on_this_machine`.
+    The CPUs this process can use (:func:`usable_cpus`), shared by the training processes that can
+    use the same ones: under SLURM, a task bound to its own CPUs (fewer than the job has on the
+    node, ``SLURM_CPUS_ON_NODE``) shares them with nobody, and ``SLURM_CPUS_PER_TASK`` caps what a
+    task takes; otherwise the processes of :func:`processes_on_this_machine` share the mask
+    (``DDP=N`` and torchrun start theirs on the same CPUs).
     """
-    per_task = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
-    if per_task.isdigit() and int(per_task) > 0:
-        return int(per_task)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // processes_on_this_machine())
+    usable = usable_cpus()
+    per_task = _count_env("SLURM_CPUS_PER_TASK")
+    on_node = _count_env("SLURM_CPUS_ON_NODE")
+    if not ddp_processes_from_env() and on_node and usable < on_node:
+        return max(1, min(usable, per_task) if per_task else usable)  # srun bound this task to its CPUs
+    if per_task and not ddp_processes_from_env():
+        return max(1, min(usable, per_task))
+    return max(1, usable // processes_on_this_machine())
 
 
 def is_global_rank_zero() -> bool:
@@ -116,60 +153,93 @@ def is_global_rank_zero() -> bool:
     return True
 
 
-def externally_launched_world_size() -> int:
-    """World size of torchrun/SLURM launches (1 when started as a plain process)."""
-    for var in ("WORLD_SIZE", "SLURM_NTASKS"):
-        value = os.environ.get(var, "").strip()
-        if value.isdigit():
-            return int(value)
-    return 1
-
-
-def shared_job_id() -> str | None:
-    """An id all processes of one torchrun/SLURM job share (None outside such jobs)."""
-    for var in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"):
-        value = os.environ.get(var, "").strip()
-        if value and value != "none":
-            return value
-    return None
-
-
-def shared_seed_from_env() -> int | None:
-    """A seed all processes of one torchrun/SLURM job agree on, or None outside such jobs."""
-    job = shared_job_id()
-    return None if job is None else int(hashlib.sha256(job.encode()).hexdigest(), 16) % (2**31)
-
-
-def _has_seed_update(argv: Sequence[str]) -> bool:
-    if "with" not in argv:
-        return False
-    return any(arg.startswith("seed=") for arg in argv[argv.index("with") + 1:])
-
-
-def _with_seed(argv: list[str], seed: int) -> list[str]:
-    if "with" in argv:
-        i = argv.index("with") + 1
-        return argv[:i] + [f"seed={seed}"] + argv[i:]
-    return argv + ["with", f"seed={seed}"]
-
-
 def prepare_argv(argv: Sequence[str]) -> list[str]:
-    """The command line for this process (see the module docstring); ``argv[0]`` is the script."""
+    """The command line for this process: every rank but global rank 0 runs ``--unobserved``.
+
+    ``argv[0]`` is the script. The seed is not pinned here: the ranks agree on rank 0's once
+    the process group is up (:class:`RankZeroDecides`), whatever launched them.
+    """
     argv = list(argv)
-    if not is_global_rank_zero():
-        return argv + ["--unobserved"] if "--unobserved" not in argv and "-u" not in argv else argv
-    if _has_seed_update(argv):
-        return argv
-    if ddp_processes_from_env() > 1:
-        # the children re-run sys.argv: the seed must be in it before they are launched
-        return _with_seed(argv, random.SystemRandom().randrange(2**31))
-    if externally_launched_world_size() > 1:
-        seed = shared_seed_from_env()
-        if seed is not None:
-            return _with_seed(argv, seed)
-        _logger.warning("Several processes without a shared job id: pass `with seed=N` so that all "
-                        "ranks use the same seed.")
+    if not is_global_rank_zero() and "--unobserved" not in argv and "-u" not in argv:
+        return argv + ["--unobserved"]
     return argv
+
+
+def prepare_environment() -> None:
+    """Process-wide settings every command needs before Lightning or torch.distributed start.
+
+    * Lightning's rank-zero utilities read the rank from ``RANK``/``LOCAL_RANK``/``SLURM_PROCID``
+      at import; a process started with ``NODE_RANK=1`` alone (the first process of the second
+      machine of a ``DDP=N`` run) would count as rank 0 until the Trainer knows better, and log
+      the hyperparameters to a wandb run of its own.
+    * NCCL: a failed or timed-out collective aborts the communicator and ends the process (instead
+      of PyTorch's default of ending it without the abort), unless the environment says otherwise.
+    """
+    if not is_global_rank_zero():
+        rank_zero_only.rank = max(1, getattr(rank_zero_only, "rank", 0) or 0)
+    os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+
+
+def _slurm_step_tasks() -> int:
+    """Tasks ``srun`` started in this job step (0 outside an ``srun`` step, e.g. in the batch script)."""
+    return _count_env("SLURM_STEP_NUM_TASKS")
+
+
+def cluster_environment() -> LightningEnvironment | None:
+    """The cluster environment for the Trainer when Lightning's own choice would be wrong (else None).
+
+    ``DDP=N`` inside a SLURM allocation: Lightning sees ``SLURM_NTASKS`` and assumes ``srun``
+    started every process itself, so it launches none (and fails on ``--ntasks-per-node``, or
+    waits for ranks that never come). When this process is the only task (the batch script
+    itself, or ``srun`` with one task), the processes are ours to start: Lightning's own
+    environment launches them on this machine. Several ``srun`` tasks and ``DDP=N`` would start
+    N processes per task: an error says which of the two to keep.
+    """
+    ddp = ddp_processes_from_env()
+    if ddp <= 1 or "SLURM_NTASKS" not in os.environ:
+        return None
+    if os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return None  # Lightning ignores SLURM in interactive jobs anyway
+    if _slurm_step_tasks() > 1:
+        raise RuntimeError(
+            f"DDP={ddp} inside an srun step of {_slurm_step_tasks()} tasks would start {ddp} processes per task. "
+            f"Either let srun start one task per GPU (#SBATCH --ntasks-per-node=<GPUs>, `srun python ex_audioset.py "
+            f"... trainer.devices=<GPUs> trainer.strategy=ddp`, without DDP), or run `DDP={ddp} python ex_audioset.py "
+            f"...` in the batch script without srun (or with `srun --ntasks=1`).")
+    return LightningEnvironment()
+
+
+class RankZeroDecides(pl.Callback):
+    """Every rank takes rank 0's seeds, run folder and sacred run folders, once the process group is up.
+
+    One broadcast in ``setup`` (before any loader, sampler or training step exists); then
+    ``adopt(seeds, run_dir)`` hands them to whatever the run built from this process' own values.
+    Non-zero ranks remember rank 0's sacred ``-F`` folders (:data:`SACRED_RUN_DIRS_ENV`), so that
+    a survivor can mark rank 0's run failed when rank 0 dies.
+
+    Args:
+        seeds: this process' seeds by name (the run's ``seed`` and what derives from it); the
+            process is seeded with ``seeds["steps"]`` once they are rank 0's.
+        run_dir: this process' run folder.
+        sacred_run_dirs: the ``-F`` folders of this process' sacred run (empty unless observed).
+        adopt: called on every rank with rank 0's seeds and run folder.
+    """
+
+    def __init__(self, seeds: dict[str, int], run_dir: str | os.PathLike, sacred_run_dirs: Sequence[str],
+                 adopt: Callable[[dict[str, int], Path], None]) -> None:
+        self.seeds, self.run_dir, self.sacred_run_dirs = dict(seeds), Path(run_dir), list(sacred_run_dirs)
+        self.adopt = adopt
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        seeds, run_dir, run_dirs = trainer.strategy.broadcast(
+            (self.seeds, str(self.run_dir), self.sacred_run_dirs), src=0)
+        if seeds != self.seeds:
+            _logger.info("rank %d takes rank 0's seeds %s (its own were %s)", trainer.global_rank, seeds, self.seeds)
+        self.seeds, self.run_dir, self.sacred_run_dirs = dict(seeds), Path(run_dir), list(run_dirs)
+        if run_dirs:
+            os.environ[SACRED_RUN_DIRS_ENV] = os.pathsep.join(run_dirs)
+        pl.seed_everything(self.seeds["steps"], workers=True, verbose=False)
+        self.adopt(self.seeds, self.run_dir)
 
 
 def _children(trainer) -> list[subprocess.Popen]:
@@ -187,24 +257,27 @@ def exit_description(returncode: int) -> str:
 
 
 def lost_ranks(trainer) -> str | None:
-    """The other DDP processes of this run that died, in words (None: none), for the error of a survivor.
+    """The other processes of this run that died, in words (None: none), for the error of a survivor.
 
-    On rank 0: the children it launched that ended with an error. On such a child: rank 0, if it
-    is gone; its sacred run is then marked failed here, since rank 0 could not do it.
+    What the rank watch found (:class:`~helpers.experiment.rank_watch.RankWatch`, every route);
+    on rank 0 of a ``DDP=N`` run, also the children it launched that ended with an error; on such
+    a child, rank 0 if it is gone (its sacred run is then marked failed here, since rank 0 could
+    not do it).
     """
+    watched = next((cb.reason for cb in getattr(trainer, "callbacks", []) if isinstance(cb, RankWatch) and cb.reason), None)
     # a killed process closes its sockets (the survivor's collective fails) a moment before it is
     # reaped (its parent sees it end; its children see a new parent): wait a little for that
     deadline = time.monotonic() + LOST_RANK_WAIT_S
     parent = os.environ.get(PARENT_PID_ENV)
     if not is_global_rank_zero():
-        if not parent:
-            return None
+        if not parent or os.environ.get("LOCAL_RANK", "0") == "0":
+            return watched
         while os.getppid() == int(parent) and time.monotonic() < deadline:
             time.sleep(0.05)
         if os.getppid() == int(parent):
-            return None
+            return watched
         message = f"DDP rank 0 (pid {parent}) is gone (killed?)"
-        mark_runs_failed(_sacred_run_dirs(), message)
+        mark_runs_failed(sacred_run_dirs(), message)
         return message
     dead = []
     for rank, proc in enumerate(_children(trainer), start=1):
@@ -214,7 +287,7 @@ def lost_ranks(trainer) -> str | None:
             continue
         if proc.returncode:
             dead.append(f"DDP rank {rank} (pid {proc.pid}) {exit_description(proc.returncode)}")
-    return "; ".join(dead) or None
+    return "; ".join(dead) or watched
 
 
 def wait_for_child_processes(trainer, failed: bool = False, timeout: float = 600.0) -> None:
@@ -230,24 +303,6 @@ def wait_for_child_processes(trainer, failed: bool = False, timeout: float = 600
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _logger.warning("DDP child process %s still running after %.0f s", proc.pid, timeout)
-
-
-def mark_runs_failed(run_dirs: Sequence[str], reason: str) -> None:
-    """Mark the sacred runs in these ``-F`` observer folders failed, unless they already ended.
-
-    For a process that ended without telling sacred (killed), written by one that survived it.
-    """
-    for folder in run_dirs:
-        path = Path(folder) / "run.json"
-        try:
-            record = json.loads(path.read_text())
-            if record.get("status") != "RUNNING":
-                continue
-            record.update(status="FAILED", stop_time=datetime.datetime.utcnow().isoformat(), fail_trace=[reason])
-            with atomic_write(path) as f:
-                f.write(json.dumps(record, indent=2, sort_keys=True).encode())
-        except (OSError, ValueError) as err:
-            _logger.error("could not mark the sacred run in %s failed: %s", folder, err)
 
 
 class _PatientChildObserver(subprocess_script._ChildProcessObserver):
@@ -269,13 +324,9 @@ class _PatientChildObserver(subprocess_script._ChildProcessObserver):
         time.sleep(FAILURE_GRACE_S)  # a daemon thread: it ends with rank 0 if rank 0 exits meanwhile
         message += f"; rank 0 did not stop within {FAILURE_GRACE_S:.0f} s (hung in a collective) and was killed"
         _logger.error(message)
-        mark_runs_failed(_sacred_run_dirs(), message)
+        mark_runs_failed(sacred_run_dirs(), message)
         self._terminate_all()
         return True
-
-
-def _sacred_run_dirs() -> list[str]:
-    return [d for d in os.environ.get(SACRED_RUN_DIRS_ENV, "").split(os.pathsep) if d]
 
 
 def _watch_parent(parent_pid: int, run_dirs: list[str], rank: str) -> None:
@@ -287,21 +338,29 @@ def _watch_parent(parent_pid: int, run_dirs: list[str], rank: str) -> None:
     os._exit(1)  # the main thread may be stuck in a collective that waits for rank 0
 
 
-def supervise_ranks(sacred_run_dirs: Sequence[str] = ()) -> None:
-    """Make the processes of a ``DDP=N`` run stop together when one dies (module docstring).
+def launches_children(trainer) -> bool:
+    """Whether this process starts the other processes of its machine itself (``DDP=N``,
+    ``trainer.devices=N``: Lightning re-runs the command line), rather than torchrun or srun."""
+    launcher = getattr(trainer.strategy, "launcher", None)
+    return (isinstance(launcher, subprocess_script._SubprocessScriptLauncher)
+            and not launcher.cluster_environment.creates_processes_externally and launcher.num_processes > 1)
 
-    Called by every process before training. Rank 0 leaves its pid and its sacred ``-F`` run
-    folders to the children it is about to launch, and installs the patient observer; a child
-    launched by rank 0 starts a thread that ends it when rank 0 is gone.
+
+def supervise_ranks(trainer=None, run_dirs: Sequence[str] = ()) -> None:
+    """Make the processes a ``DDP=N`` (or ``trainer.devices=N``) run starts stop together when one dies.
+
+    Called by every process before training (module docstring), with its Trainer. A process that
+    launches the others of its machine leaves them its pid and its sacred ``-F`` run folders, and
+    installs the patient observer; a child it launched starts a thread that ends it when its
+    parent is gone.
     """
     parent = os.environ.get(PARENT_PID_ENV)
-    if is_global_rank_zero():
-        if ddp_processes_from_env() > 1:
-            os.environ[PARENT_PID_ENV] = str(os.getpid())
-            os.environ[SACRED_RUN_DIRS_ENV] = os.pathsep.join(sacred_run_dirs)
-            subprocess_script._ChildProcessObserver = _PatientChildObserver
+    if trainer is not None and launches_children(trainer) and os.environ.get("LOCAL_RANK", "0") == "0":
+        os.environ[PARENT_PID_ENV] = str(os.getpid())
+        os.environ[SACRED_RUN_DIRS_ENV] = os.pathsep.join(run_dirs)
+        subprocess_script._ChildProcessObserver = _PatientChildObserver
     elif parent and os.environ.get("LOCAL_RANK", "0") != "0":  # launched by rank 0 (it may be gone already)
-        threading.Thread(target=_watch_parent, args=(int(parent), _sacred_run_dirs(), os.environ["LOCAL_RANK"]),
+        threading.Thread(target=_watch_parent, args=(int(parent), sacred_run_dirs(), os.environ["LOCAL_RANK"]),
                          name="ddp-parent-watch", daemon=True).start()
 
 

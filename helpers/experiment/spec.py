@@ -38,7 +38,8 @@ class ExperimentSpec:
         train_set / test_set: build the datasets; called inside the run, so sacred-captured
             functions of a dataset ingredient work. ``test_set`` is the one evaluation set
             ``val`` (metrics ``val_*``, loader ``datasets.test``).
-        train_sampler: optional training sampler (used when ``datasets.training.weighted_sampler``).
+        train_sampler: optional; makes the training sampler from the run's seed (used when
+            ``datasets.training.weighted_sampler``; under DDP the seed is rank 0's).
         class_names: optional; the names of the network's outputs, stored in every checkpoint
             (under ``"passt"``, with the ``models`` config) so predictions can be named later.
         eval_sets: instead of ``test_set``, several named evaluation sets, all evaluated every
@@ -49,7 +50,7 @@ class ExperimentSpec:
     task: Task | Callable[[], Task]
     train_set: Callable[[], Dataset]
     test_set: Callable[[], Dataset] | None = None
-    train_sampler: Callable[[], Sampler] | None = None
+    train_sampler: Callable[[int], Sampler] | None = None
     class_names: Callable[[], list[str]] | None = None
     eval_sets: tuple[EvalSet, ...] = ()
 

@@ -17,6 +17,7 @@ use TF32 tensor cores (:func:`fast_fp32_matmuls`); ``trainer.strategy="ddp"`` be
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -146,25 +147,33 @@ def translate_legacy_keys(trainer_cfg: dict[str, Any], announce: bool = True) ->
 
 def build_trainer(trainer_cfg: dict[str, Any], callbacks: list[pl.Callback] | None = None,
                   loggers: list | bool = False, default_root_dir: str | None = None,
-                  ddp_cfg: dict[str, Any] | None = None, compiled: bool = False, command: str = "train"
-                  ) -> pl.Trainer:
+                  ddp_cfg: dict[str, Any] | None = None, command: str = "train") -> pl.Trainer:
     """A Trainer from the ``trainer`` config (keys checked by the config checker) plus our callbacks and loggers.
 
     ``command`` (train or evaluate) decides what ``precision="auto"`` means (:mod:`models.precision`).
 
-    ``strategy="ddp"`` becomes :func:`ddp_strategy` with ``ddp_cfg`` (the ``ddp`` config); on
-    CUDA, fp32 matmuls are switched to TF32 (:func:`fast_fp32_matmuls`).
+    ``strategy="ddp"`` (and ``"auto"`` with several processes) becomes :func:`ddp_strategy` with
+    ``ddp_cfg`` (the ``ddp`` config); on CUDA, fp32 matmuls are switched to TF32 (:func:`fast_fp32_matmuls`).
     """
     cfg = translate_legacy_keys(trainer_cfg)
     cfg["precision"] = decide_precision(accelerator_device(cfg.get("accelerator", "auto")),
                                         cfg.get("precision", "auto"), command)
     if default_root_dir is not None and not cfg.get("default_root_dir"):
         cfg["default_root_dir"] = default_root_dir
-    if cfg.get("strategy") == "ddp" and ddp_cfg is not None:
-        cfg["strategy"] = ddp_strategy(ddp_cfg, cfg.get("accumulate_grad_batches") or 1, compiled)
+    if ddp_cfg is not None and (cfg.get("strategy") == "ddp" or (cfg.get("strategy", "auto") == "auto"
+                                                               and several_processes(cfg))):
+        cfg["strategy"] = ddp_strategy(ddp_cfg)
     trainer = pl.Trainer(callbacks=callbacks or [], logger=loggers, **cfg)
     fast_fp32_matmuls(trainer.strategy.root_device)
     return trainer
+
+
+def several_processes(trainer_cfg: dict[str, Any]) -> bool:
+    """Whether the ``trainer`` config asks for several processes (``devices=N``, a list of devices,
+    ``num_nodes=M``): where ``strategy=auto`` becomes Lightning's DDP, it becomes :func:`ddp_strategy`."""
+    devices = trainer_cfg.get("devices", 1)
+    return ((trainer_cfg.get("num_nodes") or 1) > 1 or (isinstance(devices, int) and devices > 1)
+            or (isinstance(devices, (list, tuple)) and len(devices) > 1))
 
 
 def fast_fp32_matmuls(device: torch.device | str) -> None:
@@ -179,25 +188,25 @@ def fast_fp32_matmuls(device: torch.device | str) -> None:
         torch.set_float32_matmul_precision("high")
 
 
-def ddp_strategy(ddp_cfg: dict[str, Any], accumulate_grad_batches: int = 1, compiled: bool = False
-                 ) -> pl.strategies.DDPStrategy:
+def ddp_strategy(ddp_cfg: dict[str, Any]) -> pl.strategies.DDPStrategy:
     """Lightning's DDP strategy with PaSST's settings (the ``ddp`` config section).
 
     * ``gradient_as_bucket_view``: gradients live in the all-reduce buckets, no copy in and out
       (and one gradient-sized buffer less);
     * ``broadcast_buffers=False``: DDP would otherwise broadcast rank 0's buffers before every
       forward. PaSST has no BatchNorm; its buffers are the mel front end's constants (window,
-      filter banks), identical on every rank, and the SWA counter, which every rank updates the
-      same way. DDP still broadcasts everything once when it wraps the model;
-    * ``static_graph`` where it is valid: the same parameters take part in every step (patchout
-      changes tokens, not parameters; the unused distillation head is frozen), so DDP records
-      the graph once. Off with gradient accumulation (``no_sync`` breaks static graphs in
-      PyTorch 2.11) and with ``compile`` (its DDP graph splitting does not support it);
-    * ``bucket_cap_mb`` and the optional bf16 compression hook come from the config.
+      filter banks), identical on every rank, and the SWA counters, which every rank updates the
+      same way. DDP broadcasts the parameters once when it wraps the model;
+    * no ``static_graph``: with ``find_unused_parameters`` off (the default; the unused
+      distillation head is frozen) DDP searches no graph anyway, and a static graph makes its
+      reducer read its parameter-usage map back one value per parameter at every step
+      (``tests/test_no_host_sync.py`` counts them);
+    * ``bucket_cap_mb`` and the optional bf16 compression hook come from the config;
+    * ``timeout_s``: how long a collective waits for the other ranks before it fails.
     """
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
-    static = accumulate_grad_batches == 1 and not compiled
     hook = default_hooks.bf16_compress_hook if ddp_cfg["bf16_compress"] else None
-    return pl.strategies.DDPStrategy(gradient_as_bucket_view=True, broadcast_buffers=False, static_graph=static,
-                                     bucket_cap_mb=ddp_cfg["bucket_cap_mb"], ddp_comm_hook=hook)
+    return pl.strategies.DDPStrategy(gradient_as_bucket_view=True, broadcast_buffers=False,
+                                     bucket_cap_mb=ddp_cfg["bucket_cap_mb"], ddp_comm_hook=hook,
+                                     timeout=datetime.timedelta(seconds=ddp_cfg.get("timeout_s", 1800)))

@@ -9,6 +9,10 @@
   move is a copy into the checkpoint itself, and a full ``/tmp`` fails the save.)
 * a save that fails (disk full, quota) raises :class:`CheckpointSaveError` naming the file, the
   cause and the resume command; the previous checkpoint of that name is intact.
+* saving does not stall the step loop: the checkpoint is copied to host memory and written by a
+  background thread, in order, one at a time (:mod:`helpers.training.checkpoint_writer`; a failed
+  write is raised at the next save or when training ends). ``background=False`` writes in the
+  calling thread.
 * loading a file that is truncated or corrupt raises :class:`models.checkpoints.CheckpointError`
   naming the file, instead of a bare unpickling error (Lightning does not silently start afresh
   either, but its message does not say which file or what to do).
@@ -29,6 +33,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from helpers.data.atomic import WriteFailedError, atomic_write
+from helpers.training.checkpoint_writer import BackgroundWriter, host_copy
 from models.checkpoints import CheckpointError, UnsafeCheckpointError, read_checkpoint
 
 
@@ -36,28 +41,50 @@ class CheckpointSaveError(WriteFailedError):
     """A checkpoint could not be written; the previous file of that name is intact."""
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` with atomic, durable saves, loads that run no code from the file
-    (``trust_checkpoint=True``: a full unpickle, for files the user vouches for), and loading
-    errors that name the file."""
+def write_checkpoint(checkpoint: dict[str, Any], path: Any) -> None:
+    """``torch.save`` through :func:`atomic_write`; a failure raises :class:`CheckpointSaveError`."""
+    try:
+        with atomic_write(path) as f:
+            torch.save(checkpoint, f)
+    except WriteFailedError as err:
+        resume = os.path.join(os.path.dirname(os.path.abspath(path)), "last.ckpt")
+        raise CheckpointSaveError(err.errno, f"{err.strerror}. Training stops here; free some space, then "
+                                  f"resume with ckpt_path={resume}") from None  # the message has the cause
 
-    def __init__(self, trust_checkpoint: bool = False) -> None:
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` with atomic, durable saves off the step loop, loads that run no code from
+    the file (``trust_checkpoint=True``: a full unpickle, for files the user vouches for), and
+    loading errors that name the file."""
+
+    def __init__(self, trust_checkpoint: bool = False, background: bool = True) -> None:
         super().__init__()
         self.trust_checkpoint = trust_checkpoint
+        self.writer = BackgroundWriter() if background else None
+        self._snapshot: dict[str, Any] | None = None  # the last copy written, reused by the next save
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        try:
-            with atomic_write(path) as f:
-                torch.save(checkpoint, f)
-        except WriteFailedError as err:
-            resume = os.path.join(os.path.dirname(os.path.abspath(path)), "last.ckpt")
-            raise CheckpointSaveError(err.errno, f"{err.strerror}. Training stops here; free some space, then "
-                                      f"resume with ckpt_path={resume}") from None  # the message has the cause
+        if self.writer is None:
+            write_checkpoint(checkpoint, path)
+            return
+        self.writer.wait()  # one write at a time: one copy of the checkpoint in memory, reused
+        snapshot = self._snapshot = host_copy(checkpoint, reuse=self._snapshot)
+        self.writer.submit(lambda: write_checkpoint(snapshot, path))
+
+    def wait(self) -> None:
+        """Until every checkpoint asked for is on the disk; raises a failed write."""
+        if self.writer is not None:
+            self.writer.wait()
+
+    def teardown(self) -> None:
+        self.wait()
+        self._snapshot = None
 
     def load_checkpoint(self, path: Any, map_location: Callable | Any | None = None,
                         weights_only: bool | None = None) -> dict[str, Any]:
+        self.wait()  # a checkpoint still being written
         try:
             return dict(read_checkpoint(path, trust_checkpoint=self.trust_checkpoint))
         except UnsafeCheckpointError:
@@ -68,5 +95,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"(ckpt_path=<run folder>/checkpoints/best-*.ckpt), or start afresh without ckpt_path.") from None
 
     def remove_checkpoint(self, path: Any) -> None:
-        if os.path.exists(path):
-            os.remove(path)
+        def remove() -> None:
+            if os.path.exists(path):
+                os.remove(path)
+
+        if self.writer is None:
+            remove()
+        else:
+            self.writer.submit(remove)  # after the writes asked for before it

@@ -244,6 +244,28 @@ class AudioModule(pl.LightningModule):
             groups.append({"params": no_decay, "weight_decay": 0.0})
         return groups
 
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """``trainer.gradient_clip_val``: clip the true gradients, then the fused optimizer steps.
+
+        Lightning refuses to clip under mixed precision with a fused optimizer (the fp16 loss
+        scaler would leave unscaling to the fused step, after clipping). Here, with a loss scaler
+        (``16-mixed``), the gradients are unscaled first (the scaler's step then passes the fused
+        kernel no scale, and still skips steps whose gradients overflowed); without one
+        (``bf16-mixed``, ``32-true``) they are clipped as they are. Nothing is read back to the
+        host: the norm and the factor stay on the device.
+        """
+        if not gradient_clip_val:
+            return
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        grads = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if gradient_clip_algorithm == "value":
+            nn.utils.clip_grad_value_(grads, gradient_clip_val, foreach=True)
+        else:
+            nn.utils.clip_grad_norm_(grads, gradient_clip_val, foreach=True)
+
     def configure_optimizers(self):
         optimizer = make_optimizer(self.parameter_groups(), lr=self.lr, adamw=self.adamw)
         if self.lr_lambda is None:
