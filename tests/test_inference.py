@@ -332,18 +332,27 @@ def test_cli_takes_the_checkpoints_activation_and_names_the_window_it_uses(offli
     clip = write_audio(tmp_path / "clip.wav", tone(3), SR)
     args = [str(clip), "--model", str(ckpt), "--window", "1", "--workers", "0", "--precision", "fp32",
             "--json", str(tmp_path / "out.json")]
-    assert cli.run(args) == 0
+    assert tag(args) == 0
     header = capsys.readouterr().err
     assert "3 classes (softmax), 1 s windows" in header  # not the model's 2 s
     windows = json.loads((tmp_path / "out.json").read_text())["files"][0]["windows"]
     assert len(windows) == 5 and all(sum(w["scores"]) == pytest.approx(1, abs=1e-4) for w in windows)
-    assert cli.run([*args, "--activation", "sigmoid"]) == 0 and "(sigmoid)" in capsys.readouterr().err
+    assert tag([*args, "--activation", "sigmoid"]) == 0 and "(sigmoid)" in capsys.readouterr().err
 
-    assert cli.run([str(tmp_path / "gone.wav")]) == 2  # a user's error: the message, no traceback
+    assert tag([str(tmp_path / "gone.wav")]) == 2  # a user's error: the message, no traceback
     err = capsys.readouterr().err
     assert err.startswith("error: no such file:") and "Traceback" not in err
     with pytest.raises(FileNotFoundError, match="gone.wav"):
-        cli.run([str(tmp_path / "gone.wav"), "-d"])
+        tag([str(tmp_path / "gone.wav"), "-d"])
+
+
+def tag(argv: list[str]) -> int:
+    """``passt-tag ARGV`` in this process: its exit status."""
+    from helpers.inference import tag_command
+
+    with pytest.raises(SystemExit) as exit_:
+        tag_command.run(argv)
+    return exit_.value.code
 
 
 def test_model_names_resolve_to_checkpoints_ensembles_and_archs(offline_home, tiny_release, tmp_path):

@@ -80,6 +80,17 @@ def test_class_folders_give_the_labels_and_a_holdout_split(tmp_path):
         read_table(folder_config(tmp_path / "nowhere"))
 
 
+def test_each_run_counts_the_classes_of_its_own_data(tmp_path):
+    """In one process (tests, notebooks), a run's config hooks do not become the next run's defaults."""
+    ten = genre_tree(tmp_path / "ten", per_genre=1)
+    three = genre_tree(tmp_path / "three", per_genre=1, genres=["a", "b", "c"])
+    from ex_folder import ex
+
+    counts = [ex.run("print_config", config_updates={"basedataset": {"audio_dir": str(folder)}}, options=QUIET)
+              .config["models"]["net"]["n_classes"] for folder in (ten, three, ten)]
+    assert counts == [10, 3, 10]
+
+
 def test_audiofolder_metadata_and_split_folders(tmp_path):
     from folder.dataset import build_set, read_table
 

@@ -28,12 +28,13 @@ import sys
 from collections.abc import Sequence
 
 from sacred import SETTINGS, Experiment, Ingredient
+from sacred.config.config_dict import ConfigDict
 from sacred.utils import NamedConfigNotFoundError, apply_backspaces_and_linefeeds
 
 from helpers.data.audio_io import AudioDecodeError
 from helpers.data.corrupt_clips import CorruptClipError
 from helpers.experiment import commands, report
-from helpers.experiment.config import check_config, default_config, plain, shared_config
+from helpers.experiment.config import RunConfig, check_config, default_config, plain, shared_config
 from helpers.experiment.ddp import prepare_argv, prepare_environment
 from helpers.experiment.loggers import atomic_sacred_files
 from helpers.experiment.resume_config import resume_updates
@@ -71,6 +72,13 @@ class PasstExperiment(Experiment):
             raise error
         print(f"error: {error}\n(-d shows where it came from)", file=sys.stderr)
         sys.exit(1)
+
+    def add_config(self, cfg_or_file=None, **kw_conf):
+        """sacred's ``add_config``; a dict becomes a :class:`~helpers.experiment.config.RunConfig` (each run its own copy)."""
+        super().add_config(cfg_or_file, **kw_conf)
+        added = self.configurations[-1]
+        if type(added) is ConfigDict:
+            self.configurations[-1] = RunConfig(added._conf)
 
     def unknown_named_configs(self, requested: Sequence[str]) -> str:
         """What is wrong with the named configs of a command line, with the closest names."""
