@@ -26,8 +26,8 @@ import warnings
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     from sacred import Experiment
+    from sacred.config.config_dict import ConfigDict
 
-from helpers.experiment.config import RunConfig
 from models.registry import ARCHS, ENSEMBLES, SHORT_NAMES, ArchConfig
 
 #: the AudioSet-trained PaSST-S that ESC-50, OpenMIC, FSD50K and your own data are fine-tuned from
@@ -52,7 +52,7 @@ def released_model_config(arch: ArchConfig) -> dict:
 
 def _add(ex: Experiment, name: str, updates: dict, doc: str) -> None:
     """Register a named config built from data, with ``doc`` shown by ``print_named_configs``."""
-    config = RunConfig(updates)
+    config = ConfigDict(updates)
     config.__doc__ = doc
     ex.named_configs[name] = config
 
