@@ -80,6 +80,16 @@ def finetune_config(n_classes: int | None, s_patchout_t: int = 10, s_patchout_f:
     return _merged({**recipe, "__doc__": doc} if doc else recipe, updates)
 
 
+def _dataset_defaults(ex: Experiment) -> dict:
+    """The default config of the experiment's ``basedataset`` ingredient (empty without one)."""
+    cfg: dict = {}
+    for ingredient in ex.ingredients:
+        if ingredient.path == "basedataset":
+            for config in ingredient.configurations:
+                cfg = dict(config(preset=cfg))
+    return cfg
+
+
 def add_configs(ex: Experiment) -> None:
     """Register every named config on ``ex``."""
     for arch in ARCHS.values():
@@ -108,16 +118,14 @@ def add_configs(ex: Experiment) -> None:
         use_mixup = True
         mixup_alpha = 0.3
 
-    @ex.named_config
-    def mini_train():
-        """Debug run: 2 epochs of 5 batches, SWA and the lr schedule squeezed into them."""
-        trainer = dict(max_epochs=2, limit_train_batches=5, limit_val_batches=5, log_every_n_steps=1,
-                       num_sanity_val_steps=0)
-        warm_up_len = 1
-        ramp_down_start = 1
-        ramp_down_len = 1
-        swa_epoch_start = 0
-        swa_freq = 1
+    mini_train = {"trainer": dict(max_epochs=2, limit_train_batches=5, limit_val_batches=5, log_every_n_steps=1,
+                                  num_sanity_val_steps=0),
+                  "warm_up_len": 1, "ramp_down_start": 1, "ramp_down_len": 1, "swa_epoch_start": 0, "swa_freq": 1}
+    if "sampler_replace" in _dataset_defaults(ex):
+        # a debug run runs on a few clips too: the recipe's epoch (100k distinct clips) is drawn with replacement
+        mini_train["basedataset"] = {"sampler_replace": True}
+    _add(ex, "mini_train", mini_train, "Debug run: 2 epochs of 5 batches, SWA and the lr schedule squeezed into "
+                                       "them; runs on any number of clips.")
 
     @ex.named_config
     def tiny_model():

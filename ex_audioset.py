@@ -16,9 +16,10 @@ See README.md ("Training on AudioSet") for the config tree, DDP/SLURM and resumi
 # ruff: noqa: F841
 from __future__ import annotations
 
+# before the dataset, which imports sacred: config_updates imports it with its pkg_resources warning silenced
+from config_updates import add_configs  # isort: skip
 from audioset.dataset import dataset as basedataset
 from audioset.dataset import get_ft_weighted_sampler, get_test_set, get_training_set, hdf5_files
-from config_updates import add_configs
 from helpers.data.hdf5_dataset import preload_hdf5
 from helpers.experiment.cli import build_experiment, run_cli
 from helpers.experiment.spec import ExperimentSpec

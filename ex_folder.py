@@ -1,16 +1,16 @@
-"""Your own data with PaSST: fine-tune the AudioSet PaSST-S on a folder of audio files and a CSV of labels.
+"""Your own data with PaSST: fine-tune the AudioSet PaSST-S on a folder of audio files and their labels.
 
 Examples::
 
-    python ex_folder.py with basedataset.audio_dir=clips/ basedataset.csv=labels.csv
+    python ex_folder.py with basedataset.audio_dir=genres/                     # one folder per class (GTZAN)
+    python ex_folder.py with basedataset.audio_dir=clips/                      # Hugging Face audiofolder (metadata.csv)
     python ex_folder.py with basedataset.audio_dir=clips/ basedataset.csv=labels.csv basedataset.skip_bad_files=True
-    python ex_folder.py evaluate_only with basedataset.audio_dir=clips/ basedataset.csv=labels.csv \\
+    python ex_folder.py evaluate_only with basedataset.audio_dir=genres/ \
         models.checkpoint=outputs/folder/<run>/checkpoints/last.ckpt
 
-The number of classes (``models.net.n_classes``) comes from the CSV; so do the task (one label per
-clip: cross-entropy and accuracy; several: BCE and mAP) and the class names stored in every
-checkpoint. See folder/dataset.py for the CSV format and README.md ("Fine-tuning on ESC-50,
-OpenMIC-2018, FSD50K and your own data") for a worked example.
+The number of classes (``models.net.n_classes``) comes from the labels; so do the task (one label
+per clip: cross-entropy and accuracy; several: BCE and mAP) and the class names stored in every
+checkpoint. See folder/dataset.py for the layouts and README.md ("Your own data").
 """
 
 # Sacred config scopes are functions whose local variables are the config.
@@ -25,20 +25,20 @@ from helpers.experiment.spec import ExperimentSpec
 
 spec = ExperimentSpec(
     name="folder",
-    task=get_task,  # decided by the CSV: multi-class or multi-label
+    task=get_task,  # decided by the labels: multi-class or multi-label
     train_set=get_training_set,
     test_set=get_test_set,
     class_names=class_names,
 )
 ex = build_experiment(spec, ingredients=[basedataset])
 add_configs(ex)
-ex.add_config(finetune_config(  # n_classes=None: the number of classes of the CSV (classes_from_csv)
+ex.add_config(finetune_config(  # n_classes=None: the number of classes of the labels (classes_from_csv)
     n_classes=None, doc="The ESC-50 recipe: 10 epochs at lr 1e-5 from the AudioSet PaSST-S, SWA from epoch 2."))
 
 
 @ex.config_hook
 def classes_from_csv(config, command_name, logger):
-    """``models.net.n_classes=None`` (the default) becomes the number of classes of the CSV."""
+    """``models.net.n_classes=None`` (the default) becomes the number of classes of the labels."""
     if config["models"]["net"]["n_classes"] is not None:
         return {}
     try:

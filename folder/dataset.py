@@ -1,25 +1,38 @@
-"""Your own audio: a folder of files and a CSV naming their labels, as the sacred ingredient ``basedataset``.
+"""Your own audio as the sacred ingredient ``basedataset``: a folder of files and their labels, in
+the layouts people already have.
 
-The CSV has a header and one row per clip::
+Where the labels come from (``basedataset.audio_dir`` is the folder):
 
-    filename,label,split
-    dog_barks_1.wav,dog,train
-    street.mp3,"car,horn",test          # several labels in one (quoted) cell: multi-label
+1. ``csv``: a CSV with a header and one row per clip (file names relative to ``audio_dir``)::
 
-* ``filename``: a path relative to ``audio_dir``; any format FFmpeg reads, any sample rate
-  (resampled to 32 kHz), stereo mixed down.
-* ``label``: one label per clip (multi-class: cross-entropy and accuracy), or several separated by
-  ``label_separator`` in any row (multi-label: BCE and mAP). The classes are the sorted labels of
-  the CSV, or ``classes`` when given (which fixes their order; unknown labels are then an error).
-  Their names are stored in every checkpoint.
-* an optional ``split`` or ``fold`` column: the clips whose value is ``test_split`` (default
-  ``test``, or fold 1) are evaluated, the others train. Without such a column, ``holdout`` (a
-  share, drawn with ``split_seed``) is evaluated.
+       filename,label,split
+       dog_barks_1.wav,dog,train
+       street.mp3,"car,horn",test          # several labels in one (quoted) cell: multi-label
 
-Every file is checked before training (it exists, and its header and first frame decode): the
-first bad ones are reported by name; ``skip_bad_files=True`` leaves them out instead, listing and
-counting them. Keys are described next to their defaults, the CSV's in :func:`default_config`,
-the keys every dataset shares (decoding, augmentation) in :mod:`helpers.experiment.dataset_config` (``python ex_folder.py print_config``).
+2. without ``csv``, Hugging Face's ``audiofolder`` metadata: ``audio_dir/metadata.csv`` (its
+   ``file_name`` column relative to ``audio_dir``, e.g. ``train/1.wav``), or one ``metadata.csv``
+   in each split folder (``audio_dir/train/metadata.csv``, ``audio_dir/test/metadata.csv``);
+3. without either, one folder per class (GTZAN's ``genres/blues/blues.00000.wav``, torchvision's
+   ``ImageFolder``, ``audiofolder`` without metadata): the label of a file is the name of its
+   folder right under ``audio_dir``, or under a split folder (``audio_dir/train/dog/1.wav``).
+
+* files: any format FFmpeg reads, any sample rate (resampled to 32 kHz), stereo mixed down.
+* labels: one per clip (multi-class: cross-entropy and accuracy), or several separated by
+  ``label_separator`` in any row (multi-label: BCE and mAP). The classes are the sorted labels,
+  or ``classes`` when given (which fixes their order; unknown labels are then an error). Their
+  names are stored in every checkpoint.
+* which clips are evaluated: a ``split`` or ``fold`` column, or split folders (``train/``,
+  ``test/``, ``validation/``, ...): the clips of ``test_split`` (default ``test``, else the
+  validation split, or fold 1) are evaluated, other evaluation splits (``validation`` when
+  ``test`` is evaluated) are left out, the rest train. Without a split, ``holdout`` (a share,
+  drawn with ``split_seed``) is evaluated.
+
+Before training, classes with very few clips and class names that look like typos of each other
+(``Dgo`` among ``Dog``) are warned about. Every file is checked (it exists, and its header and
+first frame decode): the first bad ones are reported by name; ``skip_bad_files=True`` leaves them
+out instead, listing and counting them. Keys are described next to their defaults, the layout's
+in :func:`default_config`, the keys every dataset shares (decoding, augmentation) in
+:mod:`helpers.experiment.dataset_config` (``python ex_folder.py print_config``).
 """
 
 # ruff: noqa: F841 -- sacred config scopes are functions whose "unused" locals are the config
@@ -36,9 +49,10 @@ import numpy as np
 from sacred import Ingredient
 from torch.utils.data import Dataset
 
-from helpers.data.audio_files import AudioFileDataset, unreadable_files
+from helpers.data.audio_files import AudioFileDataset, audio_files_under, unreadable_files
 from helpers.data.audio_io import seconds_to_samples
 from helpers.data.augment import augment_training_set, augmentation_of
+from helpers.data.label_checks import label_warnings
 from helpers.experiment.dataset_config import shared_dataset_config
 from helpers.training.tasks import MultiClassTask, MultiLabelTask, Task
 
@@ -55,44 +69,123 @@ SHOWN = 20
 def default_config():
     """Defaults of the ``basedataset`` ingredient for your own data."""
     name = "folder"
-    audio_dir = "clips/"  # folder of the audio files (the CSV's file names are relative to it)
-    csv = "labels.csv"  # one row per clip: file name, label(s), optionally a split or fold
-    file_column = "filename"  # CSV column of the file names
+    audio_dir = "clips/"  # folder of the audio files (file names in a CSV are relative to it)
+    csv = None  # one row per clip: file name, label(s), optionally a split or fold; None: audio_dir's metadata.csv (Hugging Face audiofolder), else one folder per class
+    file_column = None  # CSV column of the file names; None: 'filename', or 'file_name' (audiofolder)
     label_column = "label"  # CSV column of the labels
     label_separator = ","  # separates several labels in one cell (quote the cell): multi-label
-    classes = None  # None: the sorted labels of the CSV; a list fixes the class names and their order
+    classes = None  # None: the sorted labels of the data; a list fixes the class names and their order
     multi_label = None  # None: multi-label (BCE, mAP) when a clip has several labels; else multi-class (CE, accuracy)
-    split_column = None  # column saying which clips are evaluated; None: 'split' or 'fold' if the CSV has one
-    test_split = None  # value of that column for the evaluation clips; None: 'test' ('split') or 1 ('fold')
-    holdout = 0.2  # without such a column: share of the clips evaluated (drawn with split_seed)
+    split_column = None  # column saying which clips are evaluated; None: 'split' or 'fold' if the CSV has one (or split folders: train/, test/, ...)
+    test_split = None  # the split evaluated; None: 'test' (else the validation split), or 1 for a 'fold' column
+    holdout = 0.2  # without a split: share of the clips evaluated (drawn with split_seed)
     split_seed = 0  # seed of that draw
     skip_bad_files = False  # True: leave out missing or unreadable files (listed and counted) instead of stopping
     random_crop = False  # training: cut longer clips at a random offset (else: their start)
 
 
+#: split names (of a split column or split folder) that train; the other known ones are evaluation splits
+TRAIN_SPLITS = ("train", "training")
+#: evaluation splits, in the order the evaluated one is picked when ``test_split`` is None
+EVAL_SPLITS = ("test", "testing", "eval", "evaluation", "validation", "valid", "val", "dev")
+#: the metadata file of Hugging Face's audiofolder layout
+METADATA_CSV = "metadata.csv"
+
+
 @dataclass(frozen=True)
 class Table:
-    """The CSV, read and checked: file paths, label lists, the evaluation flag, the classes."""
+    """The clips and their labels, read and checked: file paths, label lists, the evaluation flag,
+    the classes; ``kept``: False for the clips of an evaluation split that is not the evaluated one;
+    ``source``: where the labels came from (for messages)."""
 
     paths: list[str]
     labels: list[list[str]]
     is_test: np.ndarray
     classes: list[str]
     multi_label: bool
+    kept: np.ndarray | None = None
+    source: str = ""
+
+    def rows(self, train: bool) -> np.ndarray:
+        """Indices of the training (or evaluation) clips."""
+        kept = self.kept if self.kept is not None else np.ones(len(self.paths), dtype=bool)
+        return np.flatnonzero((self.is_test != train) & kept)
+
+
+@dataclass(frozen=True)
+class _Clips:
+    """What a layout gives: file names relative to ``audio_dir``, their labels, their split (or None)."""
+
+    files: list[str]
+    labels: list[list[str]]
+    splits: list[str] | None
+    split_name: str  # what the splits are (a column name, or "split folder"), for messages
+    source: str
 
 
 def read_table(cfg: dict[str, Any]) -> Table:
-    """The CSV of a ``basedataset`` config; errors name the file, the row and what was expected."""
-    path = Path(cfg["csv"])
-    if not path.is_file():
-        raise FileNotFoundError(f"label CSV not found: {path} (absolute: {path.resolve()}); set basedataset.csv")
+    """The clips of a ``basedataset`` config, in whichever layout it has; errors name the file, the
+    row (or folder) and what was expected."""
+    clips = _read_layout(cfg)
+    labels = clips.labels
+    classes = list(cfg["classes"]) if cfg["classes"] else sorted({label for row in labels for label in row})
+    known = set(classes)
+    for i, row_labels in enumerate(labels):
+        unknown = [label for label in row_labels if label not in known]
+        if unknown:
+            raise ValueError(f"{_where(clips, i)}: labels {unknown} are not classes of this config; expected one of "
+                             f"{classes} (basedataset.classes)")
+    multi_label = cfg["multi_label"] if cfg["multi_label"] is not None else any(len(r) > 1 for r in labels)
+    if not multi_label and any(len(r) > 1 for r in labels):
+        raise ValueError(f"{clips.source}: some clips have several labels but basedataset.multi_label=False")
+    audio_dir = Path(cfg["audio_dir"])
+    is_test, kept = _test_rows(cfg, clips)
+    return Table([os.fspath(audio_dir / f) for f in clips.files], labels, is_test, classes, bool(multi_label),
+                 kept, clips.source)
+
+
+def _where(clips: _Clips, i: int) -> str:
+    """Where clip ``i`` comes from: a CSV line, or its file (folder layouts)."""
+    return f"{clips.source}:{i + 2}" if clips.source.endswith(".csv") else clips.files[i]
+
+
+def _read_layout(cfg: dict[str, Any]) -> _Clips:
+    """The clips of ``csv``, of the audiofolder metadata, or of the class folders (module docstring)."""
+    audio_dir = Path(cfg["audio_dir"])
+    if cfg["csv"]:
+        path = Path(cfg["csv"])
+        if not path.is_file():
+            raise FileNotFoundError(f"label CSV not found: {path} (absolute: {path.resolve()}); set basedataset.csv")
+        return _read_csv(path, cfg)
+    if not audio_dir.is_dir():
+        raise FileNotFoundError(f"audio folder not found: {audio_dir} (absolute: {audio_dir.resolve()}); set "
+                                f"basedataset.audio_dir")
+    if (audio_dir / METADATA_CSV).is_file():
+        return _read_csv(audio_dir / METADATA_CSV, cfg, split_from_folders=True)
+    split_csvs = sorted(p for p in audio_dir.glob(f"*/{METADATA_CSV}") if _split_name(p.parent.name))
+    if split_csvs:
+        parts = [_read_csv(p, cfg, prefix=p.parent.name) for p in split_csvs]
+        return _Clips([f for c in parts for f in c.files], [x for c in parts for x in c.labels],
+                      [p.parent.name for p, c in zip(split_csvs, parts, strict=True) for _ in c.files],
+                      "split folder", os.path.join(audio_dir, "*", METADATA_CSV))
+    return _read_class_folders(audio_dir)
+
+
+def _split_name(name: str) -> bool:
+    return name.lower() in TRAIN_SPLITS + EVAL_SPLITS
+
+
+def _read_csv(path: Path, cfg: dict[str, Any], prefix: str = "", split_from_folders: bool = False) -> _Clips:
+    """One CSV: file names (``prefix``/ them: a split folder's metadata), labels, and the split column,
+    or, for ``audiofolder``'s top ``metadata.csv`` without one, the split folder in the file names."""
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         columns = reader.fieldnames or []
         rows = list(reader)
-    for key in ("file_column", "label_column"):
-        if cfg[key] not in columns:
-            raise ValueError(f"{path}: no column {cfg[key]!r} (basedataset.{key}); its columns are {columns}")
+    file_column = cfg["file_column"] or next((c for c in ("filename", "file_name") if c in columns), "filename")
+    for key, column in (("file_column", file_column), ("label_column", cfg["label_column"])):
+        if column not in columns:
+            raise ValueError(f"{path}: no column {column!r} (basedataset.{key}); its columns are {columns}")
     if not rows:
         raise ValueError(f"{path} lists no clips")
     labels = [[part.strip() for part in row[cfg["label_column"]].split(cfg["label_separator"]) if part.strip()]
@@ -100,40 +193,63 @@ def read_table(cfg: dict[str, Any]) -> Table:
     empty = [i + 2 for i, row_labels in enumerate(labels) if not row_labels]
     if empty:
         raise ValueError(f"{path}: rows {empty[:SHOWN]} have no label")
-    classes = list(cfg["classes"]) if cfg["classes"] else sorted({label for row in labels for label in row})
-    known = set(classes)
-    for line, row_labels in enumerate(labels, start=2):
-        unknown = [label for label in row_labels if label not in known]
-        if unknown:
-            raise ValueError(f"{path}:{line}: labels {unknown} are not classes of this config; expected one of "
-                             f"{classes} (basedataset.classes)")
-    multi_label = cfg["multi_label"] if cfg["multi_label"] is not None else any(len(r) > 1 for r in labels)
-    if not multi_label and any(len(r) > 1 for r in labels):
-        raise ValueError(f"{path}: some clips have several labels but basedataset.multi_label=False")
-    audio_dir = Path(cfg["audio_dir"])
-    paths = [os.fspath(audio_dir / row[cfg["file_column"]]) for row in rows]
-    return Table(paths, labels, _test_rows(cfg, rows, columns, path), classes, bool(multi_label))
-
-
-def _test_rows(cfg: dict[str, Any], rows: list[dict], columns: list[str], path: Path) -> np.ndarray:
-    """Which rows are evaluated: by the split or fold column, else a seeded share."""
+    files = [os.path.join(prefix, row[file_column]) if prefix else row[file_column] for row in rows]
     column = cfg["split_column"] or next((c for c in ("split", "fold") if c in columns), None)
-    if column is None:
+    if column is not None:
+        if column not in columns:
+            raise ValueError(f"{path}: no column {column!r} (basedataset.split_column); its columns are {columns}")
+        return _Clips(files, labels, [row[column].strip() for row in rows], column, str(path))
+    if split_from_folders:
+        tops = [Path(f).parts[0] if len(Path(f).parts) > 1 else "" for f in files]
+        if all(_split_name(t) for t in tops):
+            return _Clips(files, labels, tops, "split folder", str(path))
+    return _Clips(files, labels, None, "", str(path))
+
+
+def _read_class_folders(audio_dir: Path) -> _Clips:
+    """One folder per class, optionally inside split folders: ``genres/blues/x.wav``, ``data/train/dog/1.wav``."""
+    files = [p.relative_to(audio_dir) for p in audio_files_under(audio_dir)]
+    if not files:
+        raise FileNotFoundError(f"no audio files in {audio_dir}; set basedataset.audio_dir to the folder of your clips "
+                                f"(one folder per class), or basedataset.csv to a CSV naming them")
+    split_folders = all(len(f.parts) > 2 and _split_name(f.parts[0]) for f in files)
+    depth = 1 if split_folders else 0
+    loose = [os.fspath(f) for f in files if len(f.parts) <= depth + 1]
+    if loose:
+        raise ValueError(f"{audio_dir}: no basedataset.csv, no {METADATA_CSV}, and {len(loose)} audio files are not in "
+                         f"a class folder (e.g. {loose[0]}). Put each clip into a folder named after its class "
+                         f"({audio_dir}/<class>/<clip>), or name their labels in a CSV (basedataset.csv).")
+    return _Clips([os.fspath(f) for f in files], [[f.parts[depth]] for f in files],
+                  [f.parts[0] for f in files] if split_folders else None, "split folder",
+                  f"the class folders of {audio_dir}")
+
+
+def _test_rows(cfg: dict[str, Any], clips: _Clips) -> tuple[np.ndarray, np.ndarray]:
+    """Which clips are evaluated, and which are used at all: by the split (column or folders), else a seeded share."""
+    n = len(clips.files)
+    if clips.splits is None:
         if not 0 < cfg["holdout"] < 1:
             raise ValueError(f"basedataset.holdout={cfg['holdout']}: expected a share between 0 and 1")
         rng = np.random.default_rng(cfg["split_seed"])
-        n_test = max(1, round(cfg["holdout"] * len(rows)))
-        is_test = np.zeros(len(rows), dtype=bool)
-        is_test[rng.permutation(len(rows))[:n_test]] = True
-        return is_test
-    if column not in columns:
-        raise ValueError(f"{path}: no column {column!r} (basedataset.split_column); its columns are {columns}")
-    values = [row[column].strip() for row in rows]
-    test = str(cfg["test_split"] if cfg["test_split"] is not None else ("1" if column == "fold" else "test"))
+        n_test = max(1, round(cfg["holdout"] * n))
+        is_test = np.zeros(n, dtype=bool)
+        is_test[rng.permutation(n)[:n_test]] = True
+        return is_test, np.ones(n, dtype=bool)
+    values = clips.splits
+    present = sorted(set(values))
+    if cfg["test_split"] is not None:
+        test = str(cfg["test_split"])
+    elif clips.split_name == "fold":
+        test = "1"
+    else:
+        test = next((name for name in EVAL_SPLITS for v in present if v.lower() == name), "test")
     if test not in values:
-        raise ValueError(f"{path}: no clip has {column}={test!r} (basedataset.test_split); the column holds "
-                         f"{sorted(set(values))}")
-    return np.asarray([v == test for v in values])
+        raise ValueError(f"{clips.source}: no clip has {clips.split_name}={test!r} (basedataset.test_split); there "
+                         f"are {present}")
+    is_test = np.asarray([v == test for v in values])
+    # another evaluation split (validation when test is evaluated) neither trains nor is evaluated
+    kept = np.asarray([v == test or v.lower() not in EVAL_SPLITS for v in values])
+    return is_test, kept
 
 
 def _targets(table: Table, rows: np.ndarray) -> np.ndarray:
@@ -152,19 +268,35 @@ def check_files(table: Table, rows: np.ndarray, skip_bad_files: bool) -> np.ndar
     listing = "\n".join(f"  {path}: {reason}" for path, reason in list(bad.items())[:SHOWN])
     more = f"\n  ... and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
     if not skip_bad_files:
-        raise FileNotFoundError(f"{len(bad)} of {len(rows)} files named in the CSV cannot be used:\n{listing}{more}\n"
+        raise FileNotFoundError(f"{len(bad)} of {len(rows)} files of {table.source} cannot be used:\n{listing}{more}\n"
                                 "Fix them, or set basedataset.skip_bad_files=True to leave them out.")
-    _logger.warning("skipping %d of %d files named in the CSV (basedataset.skip_bad_files=True):\n%s%s",
-                    len(bad), len(rows), listing, more)
+    _logger.warning("skipping %d of %d files of %s (basedataset.skip_bad_files=True):\n%s%s",
+                    len(bad), len(rows), table.source, listing, more)
     return np.asarray([r for r in rows if table.paths[r] not in bad], dtype=np.int64)
+
+
+def warn_about_labels(table: Table, explicit_classes: bool) -> None:
+    """Log classes with very few clips and names that look like typos, before training."""
+    used = np.flatnonzero(table.kept if table.kept is not None else np.ones(len(table.paths), dtype=bool))
+    found = label_warnings([table.labels[r] for r in used], table.classes, table.is_test[used],
+                           check_names=not explicit_classes)
+    if found:
+        _logger.warning("the labels of %s may hold mistakes:\n%s\nFix the labels, or, where they are right, go on "
+                        "(basedataset.classes=[...] lists the classes on purpose and silences the name check).",
+                        table.source, "\n".join(f"  {line}" for line in found))
 
 
 def build_set(cfg: dict[str, Any], train: bool) -> Dataset:
     """The training (augmented) or evaluation clips of a ``basedataset`` config."""
     table = read_table(cfg)
-    rows = check_files(table, np.flatnonzero(table.is_test != train), cfg["skip_bad_files"])
+    if train:
+        if table.kept is not None and not table.kept.all():
+            _logger.info("%d clips of %s are left out: they belong to another evaluation split than the one "
+                         "evaluated (basedataset.test_split)", int((~table.kept).sum()), table.source)
+        warn_about_labels(table, explicit_classes=bool(cfg["classes"]))
+    rows = check_files(table, table.rows(train), cfg["skip_bad_files"])
     if len(rows) == 0:
-        raise ValueError(f"{cfg['csv']}: no {'training' if train else 'evaluation'} clips are left")
+        raise ValueError(f"{table.source}: no {'training' if train else 'evaluation'} clips are left")
     ds = AudioFileDataset([table.paths[r] for r in rows], _targets(table, rows),
                           names=[os.path.relpath(table.paths[r], cfg["audio_dir"]) for r in rows],
                           clip_length=seconds_to_samples(cfg["clip_length"], cfg["sample_rate"]),

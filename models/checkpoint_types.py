@@ -83,13 +83,20 @@ def _munches_as_dicts(obj: Any, done: dict[int, tuple[Any, Any]] | None = None) 
     return obj
 
 
-def load_weights_only(path: str | Path) -> Any:
+def load_weights_only(path: str | Path, mmap: bool = False) -> Any:
     """``torch.load`` on the CPU that rebuilds only tensors, plain data and :data:`LEGACY_GLOBALS`.
 
+    ``mmap``: tensors stay in the file until read (cheap when only the plain data is wanted); files
+    in torch's old, non-zip format are read whole.
     Raises ``pickle.UnpicklingError`` when the file names anything else (see :func:`unsafe_globals`).
     """
     with torch.serialization.safe_globals(LEGACY_GLOBALS):
-        return _munches_as_dicts(torch.load(path, map_location="cpu", weights_only=True))
+        try:
+            return _munches_as_dicts(torch.load(path, map_location="cpu", weights_only=True, mmap=mmap))
+        except RuntimeError as err:
+            if not mmap or "mmap" not in str(err):
+                raise
+            return _munches_as_dicts(torch.load(path, map_location="cpu", weights_only=True))
 
 
 _NAMED_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose module)")

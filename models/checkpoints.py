@@ -49,7 +49,8 @@ TRUST_OPT_INS = ("--trust-checkpoint (inference.py)", "models.trust_checkpoint=T
                  "trust_checkpoint=True (Python: load_checkpoint, hear.load_model, load_weights, read_checkpoint)")
 
 
-def read_checkpoint(path: str | os.PathLike, url: str | None = None, trust_checkpoint: bool = False) -> Mapping:
+def read_checkpoint(path: str | os.PathLike, url: str | None = None, trust_checkpoint: bool = False,
+                    mmap: bool = False) -> Mapping:
     """Load a checkpoint file on the CPU, running no code from it unless ``trust_checkpoint`` is True.
 
     ``.safetensors`` files (:mod:`models.safetensors_file`) hold only tensors and JSON. Pickled
@@ -59,7 +60,8 @@ def read_checkpoint(path: str | os.PathLike, url: str | None = None, trust_check
     class raises :class:`UnsafeCheckpointError` naming them and the file: unpickling would call
     them. ``trust_checkpoint=True`` (the user vouches for the file) loads such a file with a full unpickle,
     after a :class:`TrustedCheckpointWarning`. A corrupt or truncated file raises
-    :class:`CheckpointError`.
+    :class:`CheckpointError`. ``mmap=True`` leaves the tensors of a pickled file in the file until
+    they are used (for reading what a checkpoint records without its gigabytes of weights).
     """
     path = Path(path)
     if not path.is_file():
@@ -70,7 +72,7 @@ def read_checkpoint(path: str | os.PathLike, url: str | None = None, trust_check
         if path.suffix == ".safetensors" or is_safetensors(path):
             return read_safetensors(path)
         try:
-            return load_weights_only(path)
+            return load_weights_only(path, mmap=mmap)
         except pickle.UnpicklingError as err:
             names = unsafe_globals(path, err)
             if not trust_checkpoint:
@@ -126,6 +128,15 @@ def load_checked(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
 
     Anything else missing or unexpected is a :class:`CheckpointError` that names the keys.
     """
+    own = model.state_dict()
+    reshaped = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
+                if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if reshaped:  # torch would list every tensor; one example and the count say it
+        key, theirs, ours = reshaped[0]
+        raise CheckpointError(
+            f"{source} holds another network than this {type(model).__name__}: {len(reshaped)} of its tensors have "
+            f"other shapes (e.g. {key}: {list(theirs)} in the file, {list(ours)} here). Build the network it was "
+            f"trained with: the same architecture, size, strides and input shape.")
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(may_be_missing)]
     if missing or unexpected:

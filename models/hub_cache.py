@@ -12,6 +12,10 @@ from pathlib import Path
 _logger = logging.getLogger(__name__)
 
 
+class DownloadError(RuntimeError):
+    """A file could not be downloaded (no network); the message names the URL and where to put the file."""
+
+
 def hub_dir() -> Path:
     """``torch.hub.get_dir()``: honours ``TORCH_HOME`` and ``torch.hub.set_dir``."""
     import torch.hub
@@ -41,7 +45,7 @@ def cached_download(url: str, what: str, path: Path | None = None, offline_hint:
         # downloads to a temporary file and renames it: an interrupted download leaves no partial file
         torch.hub.download_url_to_file(url, str(path), progress=True)
     except Exception as err:  # noqa: BLE001 - any network failure gets the same actionable message
-        raise RuntimeError(
+        raise DownloadError(
             f"Could not download {what} from {url} ({err}). Without network access, download that "
             f"file elsewhere and put it at {path}{offline_hint}.") from err
     return path

@@ -86,7 +86,9 @@ def checkpoint_filter_fn(state: dict[str, torch.Tensor], model: PaSST,
 
     head_mismatch = [k for k in HEAD_KEYS if k in state and k in model_state
                      and state[k].shape != model_state[k].shape]
-    if head_mismatch:
+    # only another class count re-initialises the heads; another width is another network (load_checked says so)
+    same_width = all(state[k].shape[1:] == model_state[k].shape[1:] for k in head_mismatch)
+    if head_mismatch and same_width:
         trained_classes = state[head_mismatch[0]].shape[0]
         for key in HEAD_KEYS:
             state.pop(key, None)
@@ -143,7 +145,9 @@ def load_weights(model: PaSST, path: str | os.PathLike, swa: bool = False,
 def load_released_weights(model: PaSST, arch: ArchConfig) -> PaSST:
     """The released weights of ``arch`` into ``model``, from ``$TORCH_HOME/hub/checkpoints/`` when
     present (no network), else downloaded there first."""
-    path = cached_download(arch.url, f"the weights of {arch.name}")
+    path = cached_download(arch.url, f"the weights of {arch.name}",
+                           offline_hint="; or build the network without them, from random weights: pretrained=False "
+                                        "(experiments: models.net.pretrained=False)")
     load_state_dict_into(model, extract_state_dict(read_checkpoint(path, url=arch.url)), (arch.fstride, arch.tstride),
                          str(path))
     return model

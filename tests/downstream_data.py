@@ -202,6 +202,46 @@ def own_folder(root: Path, classes: int = 4, per_class: int = 8, multi_label: bo
 
 
 
+#: GTZAN's ten genres (its folder names)
+GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
+
+
+def genre_tree(root: Path, per_genre: int = 3, seconds: float = 1.0, genres: list[str] = GENRES) -> Path:
+    """A GTZAN-like tree, ``root/<genre>/<genre>.0000N.wav`` (22.05 kHz mono, as GTZAN); genre ``g``
+    is a tone of its own (220 Hz * 1.25^g) with a little noise."""
+    rng = np.random.default_rng(RNG_SEED)
+    rate = 22050
+    t = np.arange(int(seconds * rate)) / rate
+    for g, genre in enumerate(genres):
+        (root / genre).mkdir(parents=True, exist_ok=True)
+        for i in range(per_genre):
+            wave = 0.3 * np.sin(2 * np.pi * 220.0 * 1.25**g * t + rng.uniform(0, 2 * np.pi))
+            wave += 0.01 * rng.standard_normal(t.size)
+            write_audio_file(root / genre / f"{genre}.{i:05d}.wav", wave.astype(np.float32), rate)
+    return root
+
+
+def audiofolder(root: Path, per_split: dict[str, int] | None = None, per_split_metadata: bool = False,
+                classes: list[str] = ("dog", "cat", "bird")) -> Path:
+    """Hugging Face's ``audiofolder`` layout: ``root/train/*.wav``, ``root/test/*.wav`` and their labels in
+    ``root/metadata.csv`` (``file_name`` relative to ``root``), or in one ``metadata.csv`` per split folder."""
+    rng = np.random.default_rng(RNG_SEED)
+    per_split = per_split or {"train": 6, "test": 3}
+    rows: dict[str, list[list[str]]] = {}
+    for split, n in per_split.items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            k = i % len(classes)
+            name = f"{classes[k]}_{i:02d}.wav"
+            write_audio_file(root / split / name, tones([k], 1.0, 16000, rng), 16000)
+            rows.setdefault(split, []).append([name if per_split_metadata else f"{split}/{name}", classes[k]])
+    tables = ({root / split / "metadata.csv": r for split, r in rows.items()} if per_split_metadata
+              else {root / "metadata.csv": [r for split_rows in rows.values() for r in split_rows]})
+    for path, table in tables.items():
+        with path.open("w", newline="") as fh:
+            csv.writer(fh).writerows([["file_name", "label"], *table])
+    return root
+
 
 # ------------------------------------------------------------------- prepared layouts (fixtures)
 def prepared_esc50(root: Path) -> dict:

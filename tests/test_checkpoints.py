@@ -158,6 +158,56 @@ def test_depth_mismatch_is_a_clear_error(tmp_path):
         load_weights(get_model(**TINY), tmp_path / "deep.pt")
 
 
+def test_another_width_is_another_network_not_new_heads(tmp_path):
+    torch.save(original_state_dict(embed_dim=32, n_classes=10), tmp_path / "narrow.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "heads re-initialised for 10 classes (the checkpoint has 10)"
+        with pytest.raises(CheckpointError) as err:
+            load_weights(get_model(**TINY, n_classes=10), tmp_path / "narrow.pt")
+    message = str(err.value)
+    assert "holds another network than this PaSST" in message and "of its tensors have other shapes" in message
+    assert "(e.g. cls_token: [1, 1, 32] in the file, [1, 1, 64] here)" in message
+
+
+def test_a_checkpoint_record_fixes_the_network_keys_and_nothing_else(tmp_path):
+    from models.build import adopt_checkpoint_networks, build_mel, build_net
+
+    trained = {"net": {"arch": "passt_s_swa_p16_128_ap476", "n_classes": 4, "depth": 1, "embed_dim": 32,
+                       "num_heads": 2, "input_fdim": 64, "input_tdim": 200, "fstride": 10, "tstride": 10,
+                       "s_patchout_t": 2, "pretrained": False},
+               "mel": {"n_mels": 64, "hopsize": 320, "freqm": 8, "timem": 20, "fmax": None, "fmax_aug_range": 2000},
+               "ensemble": [], "checkpoint": None}
+    net = build_net({**trained, "net": dict(trained["net"])})
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+                "passt": {"models": trained, "class_names": list("abcd")}}, tmp_path / "small.ckpt")
+    mine = {"net": {"arch": "passt_s_kd_p16_128_ap486", "n_classes": 7, "depth": None, "input_fdim": 128,
+                    "input_tdim": 998, "fstride": 10, "tstride": 10, "s_patchout_t": 40, "pretrained": True},
+            "mel": {"n_mels": 128, "hopsize": 320, "freqm": 48, "timem": 192, "fmax_aug_range": 1000},
+            "ensemble": [], "checkpoint": str(tmp_path / "small.ckpt")}
+    cfg, taken, records = adopt_checkpoint_networks(mine)
+    assert taken == {"models.net.arch": ("passt_s_kd_p16_128_ap486", "passt_s_swa_p16_128_ap476"),
+                     "models.net.input_fdim": (128, 64), "models.net.input_tdim": (998, 200),
+                     "models.net.depth": (None, 1), "models.net.embed_dim": (None, 32), "models.net.num_heads": (None, 2),
+                     "models.mel.n_mels": (128, 64),
+                     "models.mel.fmax": (None, 15000)}  # what the trained front end derived from its shift range
+    assert cfg["net"]["s_patchout_t"] == 40 and cfg["net"]["n_classes"] == 7 and cfg["mel"]["freqm"] == 48
+    assert records[str(tmp_path / "small.ckpt")]["class_names"] == list("abcd")
+    with pytest.warns(UserWarning, match="re-initialised for 7 classes"):
+        built = build_net(cfg)  # fine-tuning onto 7 classes: the rest loads
+    torch.testing.assert_close(built.blocks[0].attn.qkv.weight, net.blocks[0].attn.qkv.weight)
+    assert build_mel(cfg["mel"]).fmax == 15000
+    assert adopt_checkpoint_networks({**mine, **cfg})[1] == {}  # nothing left to take
+
+    torch.save(net.state_dict(), tmp_path / "plain.pt")  # no record: the config decides, nothing is taken
+    assert adopt_checkpoint_networks({**mine, "checkpoint": str(tmp_path / "plain.pt")})[1:] == ({}, {})
+    other = {**trained, "mel": {**trained["mel"], "hopsize": 160}}
+    torch.save({"state_dict": {}, "passt": {"models": other}}, tmp_path / "hop160.ckpt")
+    members = [{"arch": "passt_s_swa_p16_128_ap476", "fstride": 10, "tstride": 10, "checkpoint": str(p)}
+               for p in (tmp_path / "small.ckpt", tmp_path / "hop160.ckpt")]
+    with pytest.raises(CheckpointError, match="share one mel front end.*models.mel.hopsize"):
+        adopt_checkpoint_networks({**mine, "checkpoint": None, "ensemble": members})
+
+
 def test_imagenet_checkpoint_is_adapted(tmp_path):
     e = 64
     sd = {k: v for k, v in original_state_dict(embed_dim=e).items() if "pos_embed" not in k}

@@ -40,6 +40,8 @@ def test_training_leaves_sacred_run_checkpoints_and_offline_wandb_run(trained):
     # trainer.precision=16 on the CPU: bf16 autocast where it is native, fp32 elsewhere, announced in the log
     expected = "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
     assert info["precision"] == expected and f"using '{expected}'" in trained["proc"].output
+    for noise in ("pkg_resources", "anonymous", "Added new config entry"):  # sacred's import, wandb, trainer keys
+        assert noise not in trained["proc"].output
 
     steps = run["metrics"]["train_loss_step"]["steps"]
     assert len(steps) == 6  # 2 epochs x (epoch_len 12 / batch 4): the weighted sampler sets the epoch
@@ -141,3 +143,14 @@ def test_model_speed_test_and_test_loaders(mini_audioset, tmp_path):
     assert misspelt.returncode != 0 and "Did you mean speed_test.steps" in misspelt.output
     proc = ok(run_cli("test_loaders", "with", *data_args(mini_audioset)))
     assert "training: tensor(4, 1, 64000)" in proc.stdout and "test: tensor(4, 1, 64000)" in proc.stdout
+
+
+def test_mini_train_runs_on_a_few_clips_with_the_recipes_epoch(mini_audioset, tmp_path):
+    """The debug switch works on small data: the recipe's epoch (100k distinct clips) of a 32-clip set."""
+    from ex_audioset import ex
+
+    updates = data_config(mini_audioset, epoch_len=100000)
+    updates.update(output_dir=str(tmp_path), wandb={"mode": "disabled"})
+    run = ex.run(named_configs=["mini_train", "tiny_model"], config_updates=updates, options={"--loglevel": "ERROR"})
+    assert run.status == "COMPLETED" and run.config["basedataset"]["sampler_replace"]
+    assert torch.load(run.info["last_checkpoint"], weights_only=True)["global_step"] == 10  # 2 epochs of 5 batches

@@ -105,7 +105,7 @@ def test_killed_during_a_mid_epoch_save_resumes_to_the_same_weights_and_metrics(
                         or real_load(*args, **kwargs))
     resumed = train_in_process(mini, out, ckpt_path=str(checkpoints / "last.ckpt"))
     monkeypatch.undo()
-    assert loads == [True]
+    assert loads == [True, True]  # its record first (the seed and batch size a resume keeps), then the state
     assert Path(resumed.info["run_dir"]) == checkpoints.parent  # continues in the same run folder
     assert not (checkpoints / "last.ckpt.partial").exists()  # replaced by the next save
     after, ref = load(checkpoints / "last.ckpt"), reference["last"]
@@ -232,6 +232,8 @@ def test_nan_loss_stops_naming_the_step_after_saving_the_last_good_state(mini_au
 def test_sigterm_stops_at_the_end_of_the_batch_as_a_failure(mini_audioset, tmp_path, monkeypatch):
     from helpers.training.tasks import MultiLabelTask
 
+    previous_sigint = signal.getsignal(signal.SIGINT)
+
     real_loss = MultiLabelTask.loss
 
     def loss(self, *args, **kwargs):
@@ -244,11 +246,13 @@ def test_sigterm_stops_at_the_end_of_the_batch_as_a_failure(mini_audioset, tmp_p
         train_in_process(mini_audioset, tmp_path / "first")
     calls = []
 
+    sent = [signal.SIGTERM]
+
     def loss_after_a_checkpoint(self, *args, **kwargs):  # SIGTERM in step 4, after the step-2 checkpoint
         if torch.is_grad_enabled():
             calls.append(1)
             if len(calls) == 4:
-                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), sent[0])
         return real_loss(self, *args, **kwargs)
 
     monkeypatch.setattr(MultiLabelTask, "loss", loss_after_a_checkpoint)
@@ -256,6 +260,13 @@ def test_sigterm_stops_at_the_end_of_the_batch_as_a_failure(mini_audioset, tmp_p
         train_in_process(mini_audioset, tmp_path / "second")
     resume_from = Path(str(err.value).split("ckpt_path=")[1])  # the real path, to paste
     assert resume_from.is_file() and resume_from.name == "last.ckpt"
+
+    calls.clear()  # Ctrl-C stops the same way (not Lightning's exit(1)), with the same advice
+    sent[0] = signal.SIGINT
+    with pytest.raises(RuntimeError, match=r"stopped by Ctrl-C \(SIGINT\) at the end of a batch; resume") as err:
+        train_in_process(mini_audioset, tmp_path / "third")
+    assert Path(str(err.value).split("ckpt_path=")[1]).is_file()
+    assert signal.getsignal(signal.SIGINT) == previous_sigint  # the process' own handler is back
 
 
 class _ToyModule(pl.LightningModule):

@@ -147,6 +147,8 @@ def test_bad_files_are_reported_and_the_others_processed(tiny_model, tmp_path, w
             assert r.error
     nan_result = results[5]
     assert nan_result.notes and "100 non-finite" in nan_result.notes[0]
+    assert results[0].error == "AudioDecodeError: empty file (0 bytes)"
+    assert results[7].notes == ("0.05 s of audio is shorter than one patch (0.15 s): zero-padded to it",)
 
 
 # ------------------------------------------------------------------------------------- loading
@@ -317,6 +319,40 @@ def test_cli_tags_files_writes_outputs_and_fails_on_bad_files(offline_home, tmp_
     expected = hear.get_scene_embeddings(torch.from_numpy(load_audio(folder / "long.mp3"))[None], model)
     np.testing.assert_allclose(emb[0], expected[0].numpy(), atol=1e-5)
     assert emb.shape == (2, 3 + 32)
+
+
+def test_cli_takes_the_checkpoints_activation_and_names_the_window_it_uses(offline_home, tmp_path, write_audio,
+                                                                           capsys):
+    torch.manual_seed(4)
+    net = get_model(pretrained=False, n_classes=3, **TINY_NET)
+    ckpt = tmp_path / "single_label.ckpt"
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+                "passt": {"models": tiny_models_config(), "class_names": ["dog", "cat", "bird"],
+                          "activation": "softmax"}}, ckpt)  # what training writes for one label per clip
+    clip = write_audio(tmp_path / "clip.wav", tone(3), SR)
+    args = [str(clip), "--model", str(ckpt), "--window", "1", "--workers", "0", "--precision", "fp32",
+            "--json", str(tmp_path / "out.json")]
+    assert tag(args) == 0
+    header = capsys.readouterr().err
+    assert "3 classes (softmax), 1 s windows" in header  # not the model's 2 s
+    windows = json.loads((tmp_path / "out.json").read_text())["files"][0]["windows"]
+    assert len(windows) == 5 and all(sum(w["scores"]) == pytest.approx(1, abs=1e-4) for w in windows)
+    assert tag([*args, "--activation", "sigmoid"]) == 0 and "(sigmoid)" in capsys.readouterr().err
+
+    assert tag([str(tmp_path / "gone.wav")]) == 2  # a user's error: the message, no traceback
+    err = capsys.readouterr().err
+    assert err.startswith("error: no such file:") and "Traceback" not in err
+    with pytest.raises(FileNotFoundError, match="gone.wav"):
+        tag([str(tmp_path / "gone.wav"), "-d"])
+
+
+def tag(argv: list[str]) -> int:
+    """``passt-tag ARGV`` in this process: its exit status."""
+    from helpers.inference import tag_command
+
+    with pytest.raises(SystemExit) as exit_:
+        tag_command.run(argv)
+    return exit_.value.code
 
 
 def test_model_names_resolve_to_checkpoints_ensembles_and_archs(offline_home, tiny_release, tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -20,7 +21,19 @@ from tqdm import tqdm
 from helpers.data.audio_io import DEFAULT_SAMPLE_RATE, AudioDecodeError, fit_length, load_audio, probe_audio
 from helpers.data.corrupt_clips import SkipsUndecodableClips
 
-__all__ = ["AudioFileDataset", "unreadable_files"]
+__all__ = ["AUDIO_EXTENSIONS", "AudioFileDataset", "audio_files_under", "unreadable_files"]
+
+#: extensions taken as audio when a folder is searched (files named directly may have any extension)
+AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".aif", ".aiff",
+                              ".webm", ".mp4", ".mkv", ".mov", ".mka", ".au"})
+
+
+def audio_files_under(folder: str | os.PathLike) -> list[Path]:
+    """The audio files under ``folder`` (by extension, searched recursively, sorted), hidden ones left out
+    (names starting with a dot: e.g. macOS's ``._x.wav`` resource files, which are not audio)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def unreadable_files(paths: Sequence[str | os.PathLike], progress: bool = True) -> list[tuple[str, str]]:

@@ -37,6 +37,10 @@ class AudioDecodeError(RuntimeError):
     """Raised when audio bytes cannot be decoded (corrupt, empty or not audio)."""
 
 
+#: the reason given for a file of 0 bytes (a failed copy or download, more often than a bad format)
+EMPTY_FILE = "empty file (0 bytes)"
+
+
 def _needs_resampling(stream: av.audio.stream.AudioStream, sample_rate: int) -> bool:
     """True unless the stream already decodes to planar float32 mono at ``sample_rate``."""
     ctx = stream.codec_context
@@ -119,6 +123,8 @@ def probe_audio(path: str | os.PathLike) -> str | None:
     """None when ``path`` opens as audio and its first frame decodes; else why not (cheap: no full decode)."""
     if not os.path.isfile(path):
         return "file not found"
+    if os.path.getsize(path) == 0:
+        return EMPTY_FILE
     try:
         with av.open(os.fspath(path), mode="r") as container:
             if not container.streams.audio:
@@ -132,7 +138,10 @@ def probe_audio(path: str | os.PathLike) -> str | None:
 
 def load_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE) -> np.ndarray:
     """Decode an audio file on disk to a float32 mono waveform at ``sample_rate`` (see :func:`decode_audio`)."""
-    return decode_audio(Path(path).read_bytes(), sample_rate)
+    data = Path(path).read_bytes()
+    if not data:  # FFmpeg would only say "Invalid data found when processing input"
+        raise AudioDecodeError(EMPTY_FILE)
+    return decode_audio(data, sample_rate)
 
 
 def pad_or_truncate(wave: np.ndarray, length: int) -> np.ndarray:

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from helpers.data.corrupt_clips import attach_corrupt_log, corrupt_examples, count_corrupt
 from helpers.data.loaders import AudioDataModule, loader_supply_warning
+from helpers.experiment.checkpoint_network import networks_from_checkpoints
 from helpers.experiment.ddp import (
     PerRankSeed,
     RankZeroDecides,
@@ -34,6 +35,7 @@ from helpers.experiment.ddp import (
 )
 from helpers.experiment.loggers import SacredLogger, finish_wandb, make_wandb_logger
 from helpers.experiment.rank_watch import RankWatch
+from helpers.experiment.report import how_to_resume, remove_if_empty, sacred_run_folders, summary
 from helpers.experiment.spec import ExperimentSpec
 from helpers.experiment.trainer import (
     accelerator_device,
@@ -42,6 +44,8 @@ from helpers.experiment.trainer import (
     translate_legacy_keys,
 )
 from helpers.training.checkpoint_io import AtomicCheckpointIO
+from helpers.training.console import ValidationReport
+from helpers.training.interrupt import CtrlCStopsLikeSigterm, stop_signal_name
 from helpers.training.module import AudioModule
 from helpers.training.nonfinite import NonFiniteGuard
 from helpers.training.optim import make_optimizer
@@ -61,6 +65,10 @@ RUN_DIR_ENV = "PASST_RUN_DIR"
 CORRUPT_LOG_NAME = "corrupt_clips.tsv"
 
 
+class TrainingStopped(RuntimeError):
+    """Training was stopped from outside (a signal); the message says how to resume."""
+
+
 # --------------------------------------------------------------------------------- the commands
 def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dict[str, float]:
     """Train and validate (every epoch, or as ``trainer.check_val_every_n_epoch`` says); returns the
@@ -69,6 +77,7 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
     if cfg.get("ckpt_path") and not os.path.isfile(cfg["ckpt_path"]):
         raise FileNotFoundError(f"ckpt_path={cfg['ckpt_path']!r}: no such checkpoint file (resume with "
                                 f"ckpt_path=<run folder>/checkpoints/last.ckpt)")
+    cfg = with_checkpoint_networks(run, cfg)
     run_dir = run_folder(cfg["output_dir"], spec.name, run, resume_from=cfg.get("ckpt_path"))
     task = spec.get_task()
     datamodule, corrupt_log, corrupt_before = datamodule_for(spec, cfg, run_dir, training=True, task=task)
@@ -80,6 +89,7 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
                         lambda seeds, d: adopt_rank_zero(seeds, d, run_dir, datamodule, callbacks)),
         RankWatch(cfg["ddp"]["dead_rank_after_s"]),
         *checkpointing, LearningRateMonitor(logging_interval="epoch"),
+        ValidationReport([s.name for s in spec.evaluation_sets()]), CtrlCStopsLikeSigterm(),
     ]
     if cfg["per_rank_seed"]:
         callbacks.append(PerRankSeed(seed))
@@ -105,9 +115,8 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
         failed = False
     except SIGTERMException as err:  # Lightning's exits with status 0, as if training had finished
         last = os.path.join(checkpointing[0].dirpath, "last.ckpt")
-        how = (f"resume with the same command and ckpt_path={last}" if os.path.isfile(last)
-               else "no checkpoint was written yet: run the same command again")
-        raise RuntimeError(f"Training stopped by SIGTERM at the end of a batch; {how}") from err
+        how = how_to_resume(last) if os.path.isfile(last) else "no checkpoint was written yet: run the same command again"
+        raise TrainingStopped(f"Training stopped by {stop_signal_name(trainer)} at the end of a batch; {how}") from err
     except Exception as err:
         if lost := lost_ranks(trainer):  # the cause, when a collective failed because a rank died
             raise RuntimeError(f"{lost}; this rank stopped with {type(err).__name__}: {err}") from err
@@ -121,12 +130,16 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
         )
         if trainer.is_global_zero:
             run.info["wandb"] = finish_wandb()
-    return evaluation_results(spec, trainer.callback_metrics, module)
+    results = evaluation_results(spec, trainer.callback_metrics, module)
+    if trainer.is_global_zero:
+        print(training_summary(run, run_dir, checkpointing, results), flush=True)
+    return results
 
 
 def evaluate(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dict[str, float]:
     """Validate the configured network (or ensemble) on the test set; prints and returns the metrics."""
     pl.seed_everything(seed)
+    cfg = with_checkpoint_networks(run, cfg, evaluating=True, class_names=spec.class_names() if spec.class_names else None)
     run_dir = run_folder(cfg["output_dir"], spec.name, run)
     task = spec.get_task()
     datamodule, corrupt_log, corrupt_before = datamodule_for(spec, cfg, run_dir, training=False, task=task)
@@ -157,6 +170,7 @@ def evaluate(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> 
 
 def speed_test(spec: ExperimentSpec, cfg: dict[str, Any]) -> dict[str, float]:
     """Training steps per second of the network on random spectrograms (no data loading)."""
+    cfg, _ = networks_from_checkpoints(cfg)
     st, trainer_cfg = cfg["speed_test"], translate_legacy_keys(cfg["trainer"])
     device = torch.device(accelerator_device(trainer_cfg.get("accelerator", "auto")))
     precision = decide_precision(device, trainer_cfg.get("precision", "auto"), "train")
@@ -284,6 +298,31 @@ def warn_if_loaders_starve(trainer: pl.Trainer, cfg: dict[str, Any]) -> None:
     message = loader_supply_warning(cfg["datasets"]["training"].get("num_workers") or 0, cores_per_process())
     if message:
         rank_zero_warn(message)
+def training_summary(run: Any, run_dir: Path, checkpointing: tuple[ModelCheckpoint, ...],
+                     results: dict[str, float]) -> str:
+    """The end of a training run on the console (:func:`helpers.experiment.report.summary`)."""
+    best = checkpointing[0]
+    score = float(best.best_model_score) if best.best_model_score is not None else None
+    last = checkpointing[-1].best_model_path if len(checkpointing) > 1 else None
+    metrics = {k: v for k, v in results.items() if not k.endswith("_examples")}
+    return summary(run_dir, (best.best_model_path, best.monitor, score), last, metrics, sacred_run_folders(run))
+
+
+def remove_empty_run_folder(cfg: dict[str, Any]) -> None:
+    """After a failed training run: its folder goes when nothing was written into it (rank 0; not a resume)."""
+    folder = os.environ.get(RUN_DIR_ENV)
+    if folder and is_global_rank_zero() and not cfg.get("ckpt_path"):
+        remove_if_empty(folder)
+
+
+def with_checkpoint_networks(run: Any, cfg: dict[str, Any], evaluating: bool = False,
+                             class_names: list[str] | None = None) -> dict[str, Any]:
+    """``cfg`` with the network of the checkpoints it names (:mod:`helpers.experiment.checkpoint_network`);
+    the keys taken from them go to sacred's ``info`` (``from_checkpoint``)."""
+    cfg, taken = networks_from_checkpoints(cfg, evaluating, class_names)
+    if taken:
+        run.info["from_checkpoint"] = taken
+    return cfg
 
 
 def check_dataset(dataset: Dataset, task: Task, n_classes: int, split: str) -> None:
@@ -333,13 +372,16 @@ def module_for(spec: ExperimentSpec, cfg: dict[str, Any], training: bool = True,
     """The shared Lightning module with the configured network, front end, task and optimisation."""
     lr_lambda = get_lr_lambda(cfg["schedule_mode"], cfg["warm_up_len"], cfg["ramp_down_start"],
                               cfg["ramp_down_len"], cfg["last_lr_value"]) if training else None
+    task = task or spec.get_task()
     module = AudioModule(
-        build_net(cfg["models"]), build_mel(cfg["models"]["mel"]), task or spec.get_task(), lr_lambda=lr_lambda,
+        build_net(cfg["models"]), build_mel(cfg["models"]["mel"]), task, lr_lambda=lr_lambda,
         lr=cfg["lr"], adamw=cfg["adamw"], weight_decay=cfg["weight_decay"],
         weight_decay_all=cfg["weight_decay_all"], mixup_alpha=cfg["mixup_alpha"] if cfg["use_mixup"] else None,
         swa=bool(cfg["swa"]) and training, log_spectrograms=cfg["log_spectrograms"] if training else 0,
-        metadata={"experiment": spec.name, "models": cfg["models"],
-                  "class_names": spec.class_names() if spec.class_names else None},
+        metadata={"experiment": spec.name, "models": cfg["models"], "activation": task.activation,
+                  "class_names": spec.class_names() if spec.class_names else None,
+                  # what a resume keeps (helpers/experiment/resume_config.py)
+                  "seed": cfg.get("seed"), "batch_size": cfg["datasets"]["training"]["batch_size"]},
         eval_sets=tuple(s.name for s in spec.evaluation_sets()),
     )
     if cfg["compile"]:
@@ -396,7 +438,7 @@ def wandb_logger(spec: ExperimentSpec, cfg: dict[str, Any], run_dir: Path, run: 
     wandb_cfg = dict(cfg["wandb"])
     wandb_cfg["save_dir"] = wandb_cfg.get("save_dir") or os.environ.get("WANDB_DIR") or str(run_dir)
     wandb_cfg["name"] = wandb_cfg.get("name") or f"{spec.name}-{run_dir.name}"
-    if is_global_rank_zero():
+    if is_global_rank_zero() and wandb_cfg.get("mode") != "disabled":
         Path(wandb_cfg["save_dir"]).mkdir(parents=True, exist_ok=True)
     logger = make_wandb_logger(wandb_cfg)
     logger.log_hyperparams({**cfg, "sacred_run_id": getattr(run, "_id", None), "run_dir": str(run_dir)})

@@ -18,6 +18,7 @@ the error names the closest valid keys.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 from collections.abc import Callable, Iterable
@@ -51,7 +52,25 @@ def _arguments(func: Callable, exclude: Iterable[str] = ()) -> set[str]:
     return names - {"self", *exclude}
 
 
-class DescribedConfig(ConfigDict):
+class RunConfig(ConfigDict):
+    """A sacred config made from a dict that gives every run its own copy of the values.
+
+    Sacred's ``ConfigDict`` hands the same nested dicts to every run of the experiment, and a
+    config hook's update (``models.net.n_classes`` from the data, a resume's batch size) changes
+    them in place: a second run in the same process (tests, notebooks) started from the first's
+    values as its defaults.
+    """
+
+    def __call__(self, fixed=None, preset=None, fallback=None):
+        shared = self._conf
+        self._conf = copy.deepcopy(shared)
+        try:
+            return super().__call__(fixed, preset, fallback)
+        finally:
+            self._conf = shared
+
+
+class DescribedConfig(RunConfig):
     """A sacred config whose keys, nested or not, carry descriptions that ``print_config`` shows.
 
     Sacred's own config scopes document only top-level variables (by their comments).

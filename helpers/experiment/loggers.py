@@ -57,7 +57,11 @@ def make_wandb_logger(wandb_cfg: dict[str, Any]):
     from pytorch_lightning.loggers import WandbLogger
 
     kwargs = {k: v for k, v in wandb_cfg.items() if v is not None}
-    return WandbLogger(**kwargs)
+    logger = WandbLogger(**kwargs)
+    if logger._wandb_init.get("anonymous") is None:
+        # Lightning passes anonymous=None, which wandb announces as a deprecated setting at every start
+        logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def finish_wandb() -> dict[str, Any]:

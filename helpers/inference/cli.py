@@ -7,7 +7,8 @@ export (``passt-export``, ``export.py``) and the web demo (``passt-app``, ``app.
 * :func:`class_names_for` - the names of a model's outputs: ``--labels``, the checkpoint's, the
   label set of a released model, or AudioSet's for 527 outputs;
 * :func:`window_and_hop` - ``--window`` / ``--hop`` in samples, checked against the model;
-* :func:`run_command` - runs a command's ``main``: what a user can fix is one line on stderr and exit status 2.
+* :func:`run_command` - runs a command's ``main``: what a user can fix is one line on stderr and exit
+  status 2; ``-d``/``--debug`` (:func:`add_debug_argument`) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -94,11 +95,20 @@ def window_and_hop(model: InferenceModel, window_s: float | None, hop_s: float |
     return window, hop
 
 
-def run_command(main: Callable[[], int | None]) -> None:
-    """Exit with ``main()``'s status; errors a user can fix (unknown model, offline without a file, bad
-    labels file) are one line on stderr and status 2, without a traceback."""
+def add_debug_argument(parser: argparse.ArgumentParser) -> None:
+    """``-d``/``--debug``: an error shows its traceback (read by :func:`run_command`)."""
+    parser.add_argument("-d", "--debug", action="store_true", help="show the traceback of an error")
+
+
+def run_command(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
+    """Exit with ``main(argv)``'s status (``argv``: default the command line); errors a user can fix
+    (unknown model, offline without a file, bad labels file) are one line on stderr and status 2,
+    without a traceback, unless ``-d``/``--debug`` asks for it."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        sys.exit(main())
+        sys.exit(main(argv))
     except (CheckpointError, FileNotFoundError, RuntimeError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if "-d" in argv or "--debug" in argv:
+            raise
+        print(f"error: {err}\n(-d shows where it came from)", file=sys.stderr)
         sys.exit(2)

@@ -131,8 +131,9 @@ def export_model(model: InferenceModel, class_names: Sequence[str], out_dir: str
 
     The ONNX file is self-contained (weights inside; PaSST-S is far below protobuf's 2 GB limit)
     and carries the JSON as its ``passt`` metadata too. The safetensors file holds the network's
-    weights with the record a checkpoint of this framework carries (its ``models`` config and class
-    names): ``passt-tag --model NAME.safetensors`` and every other loader rebuild the model from it.
+    weights with the record a checkpoint of this framework carries (its ``models`` config, class
+    names and activation): ``passt-tag --model NAME.safetensors`` and every other loader rebuild the
+    model from it.
     Returns the paths by format.
     """
     unknown = set(formats) - set(FORMATS)
@@ -146,7 +147,7 @@ def export_model(model: InferenceModel, class_names: Sequence[str], out_dir: str
         if model.models_config is None:
             raise ValueError("this model does not know the config that rebuilds it; export onnx and pt2 only")
         record = {"models": model.models_config, "class_names": list(class_names) if class_names else None,
-                  "experiment": None}
+                  "experiment": None, "activation": activation}
         paths["safetensors"] = write_safetensors(out / f"{name}.safetensors", model.net.state_dict(), record)
     if not {"pt2", "onnx"} & set(formats):
         paths["json"].write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")

@@ -30,7 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from helpers.inference.cli import add_model_arguments, class_names_for, model_from_args, run_command
+from helpers.inference.cli import (
+    add_debug_argument,
+    add_model_arguments,
+    class_names_for,
+    model_from_args,
+    run_command,
+)
 from helpers.inference.export import FORMATS, export_model, length_limits
 from helpers.inference.model import load_checkpoint
 from helpers.inference.tagging import ACTIVATIONS
@@ -39,12 +45,14 @@ from helpers.inference.tagging import ACTIVATIONS
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
-    parser.add_argument("--activation", choices=ACTIVATIONS, default="sigmoid",
-                        help="recorded in NAME.json for callers: sigmoid (multi-label, default) or softmax")
+    parser.add_argument("--activation", choices=ACTIVATIONS,
+                        help="recorded in NAME.json for callers: sigmoid (multi-label) or softmax (default: what the "
+                             "checkpoint's task used, else sigmoid)")
     parser.add_argument("--out-dir", type=Path, default=Path("exported"), help="folder to write into (default: exported)")
     parser.add_argument("--name", help="file name stem (default: the model's name or the checkpoint's stem)")
     parser.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated, of {', '.join(FORMATS)}")
     parser.add_argument("--no-check", action="store_true", help="do not run the exported files afterwards")
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -80,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or (Path(args.model).stem if Path(args.model).is_file() else args.model)
     print(f"{model.describe()}; exporting {', '.join(formats)} to {args.out_dir}", file=sys.stderr)
     with contextlib.redirect_stdout(sys.stderr):  # the exporter's progress lines: stdout lists the files
-        paths = export_model(model, names, args.out_dir, name, formats, source=args.model, activation=args.activation)
+        paths = export_model(model, names, args.out_dir, name, formats, source=args.model,
+                             activation=args.activation or model.activation)
     for path in paths.values():
         print(path)
     if not args.no_check:
@@ -89,6 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run() -> None:
-    """The ``passt-export`` console command."""
-    run_command(main)
+def run(argv: list[str] | None = None) -> None:
+    """The ``passt-export`` console command (``argv``: default the command line)."""
+    run_command(main, argv)

@@ -10,16 +10,14 @@ or either of the last two (:func:`load_model`, what the commands take).
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
 import torch.nn as nn
 
-from models.build import build_mel, build_net
+from models.build import architecture_only, build_mel, build_net
 from models.checkpoints import CheckpointError, extract_state_dict, read_checkpoint
 from models.ensemble import PaSSTEnsemble
 from models.passt import PATCH_SIZE, PaSST
@@ -59,10 +57,13 @@ class InferenceModel(nn.Module):
         models_config: the ``models`` config that rebuilds this network and front end without
             weights (:func:`architecture_only`), or None when unknown; a safetensors export stores
             it with the weights, so the file alone rebuilds the model.
+        activation: what turns its logits into scores: ``sigmoid`` (multi-label, AudioSet's) or
+            ``softmax`` (one class per clip); a checkpoint says which its task used.
     """
 
     def __init__(self, net: nn.Module, mel: AugmentMelSTFT, class_names: Sequence[str] | None = None,
-                 name: str = "", label_set: str | None = None, models_config: Mapping | None = None) -> None:
+                 name: str = "", label_set: str | None = None, models_config: Mapping | None = None,
+                 activation: str = "sigmoid") -> None:
         super().__init__()
         self.net = net.eval()
         self.mel = mel.eval()
@@ -75,6 +76,7 @@ class InferenceModel(nn.Module):
         self.class_names = list(class_names) if class_names is not None else None
         self.label_set = label_set
         self.models_config = architecture_only(models_config) if models_config is not None else None
+        self.activation = activation
         self.sample_rate = mel.sr
         # a spectrogram of F frames comes from at most F * hop samples; one more time column of
         # patches needs `stride` more frames than the last full patch
@@ -106,10 +108,12 @@ class InferenceModel(nn.Module):
             logits, embedding = self.net(spectrograms)
         return logits.float(), embedding.float()
 
-    def describe(self) -> str:
+    def describe(self, window: int | None = None, activation: str | None = None) -> str:
+        """One line: name, classes, the analysis window (``window`` samples, default the model's), the
+        scores' activation, device and precision."""
         precision = str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else "float32"
-        return (f"{self.name or type(self.net).__name__}: {self.n_classes} classes, "
-                f"{self.window / self.sample_rate:g} s windows, {self.device}, {precision}")
+        return (f"{self.name or type(self.net).__name__}: {self.n_classes} classes ({activation or self.activation}), "
+                f"{(window or self.window) / self.sample_rate:g} s windows, {self.device}, {precision}")
 
 
 # ------------------------------------------------------------------------------------- loaders
@@ -119,9 +123,10 @@ def _released_net_args(cfg: ArchConfig, pretrained: bool, n_classes: int | None 
             "fstride": cfg.fstride, "tstride": cfg.tstride, "input_fdim": cfg.input_fdim, "input_tdim": cfg.input_tdim}
 
 
-def _build(models_cfg: dict, class_names: Sequence[str] | None, name: str, label_set: str | None) -> InferenceModel:
+def _build(models_cfg: dict, class_names: Sequence[str] | None, name: str, label_set: str | None,
+           activation: str = "sigmoid") -> InferenceModel:
     return InferenceModel(build_net(models_cfg), build_mel(models_cfg["mel"]), class_names, name,
-                          label_set=label_set, models_config=models_cfg)
+                          label_set=label_set, models_config=models_cfg, activation=activation)
 
 
 def load_released(arch: str, class_names: Sequence[str] | None = None) -> InferenceModel:
@@ -172,29 +177,6 @@ def load_model(name_or_path: str | os.PathLike, swa: bool = False, arch: str | N
         raise ValueError(f"{err}; or a checkpoint file") from None
 
 
-def _plain(obj: Any) -> Any:
-    """Plain dicts and lists (configs may come back from a checkpoint as sacred's read-only types)."""
-    if isinstance(obj, Mapping):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    return copy.deepcopy(obj)
-
-
-def architecture_only(models_cfg: Mapping) -> dict:
-    """A ``models`` config that builds the same network with no weights: no release download and
-    no start checkpoint (the weights come from the checkpoint being loaded)."""
-    cfg = _plain(models_cfg)
-    cfg["net"] = {**cfg.get("net", {}), "pretrained": False}
-    cfg["checkpoint"], cfg["checkpoint_swa"], cfg["trust_checkpoint"] = None, False, False
-    members = []
-    for entry in cfg.get("ensemble") or []:
-        member = dict(entry) if isinstance(entry, dict) else dict(zip(("arch", "fstride", "tstride"), entry, strict=True))
-        members.append({**member, "pretrained": False, "checkpoint": None, "swa": False})
-    cfg["ensemble"] = members
-    return cfg
-
-
 def _load_network_state(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load ``state`` (from :func:`extract_state_dict`) into a PaSST or each member of an ensemble."""
     if isinstance(net, PaSSTEnsemble):
@@ -209,8 +191,8 @@ def _load_network_state(net: nn.Module, state: dict[str, torch.Tensor], source: 
 def load_checkpoint(path: str | os.PathLike, swa: bool = False, arch: str | None = None,
                     class_names: Sequence[str] | None = None, trust_checkpoint: bool = False) -> InferenceModel:
     """A checkpoint of this framework's training (``.ckpt``, or ``.safetensors`` with its record):
-    its ``models`` config rebuilds the network and front end, its class names name the outputs;
-    ``swa=True`` takes the SWA weights.
+    its ``models`` config rebuilds the network and front end, its class names name the outputs, its
+    task's activation (softmax for one class per clip) scores them; ``swa=True`` takes the SWA weights.
 
     Checkpoints without that record (the original framework's ``.ckpt``, plain state dicts) need
     ``arch``: the released architecture they were trained from (strides and STFT hop follow it,
@@ -219,6 +201,7 @@ def load_checkpoint(path: str | os.PathLike, swa: bool = False, arch: str | None
     """
     source = os.fspath(path)
     label_set = None
+    activation = "sigmoid"  # what checkpoints that do not record their task (the original's) were mostly trained for
     checkpoint = read_checkpoint(path, trust_checkpoint=trust_checkpoint)
     state = extract_state_dict(checkpoint, swa=swa)
     record = checkpoint.get("passt") if isinstance(checkpoint, Mapping) else None
@@ -228,6 +211,7 @@ def load_checkpoint(path: str | os.PathLike, swa: bool = False, arch: str | None
         name = f"{source}{' (SWA)' if swa else ''}"
         if class_names is None:
             class_names = record.get("class_names")
+        activation = record.get("activation") or activation
     elif arch is not None:
         cfg = resolve_arch(arch)
         head = state.get("head.1.weight")
@@ -242,6 +226,6 @@ def load_checkpoint(path: str | os.PathLike, swa: bool = False, arch: str | None
             f"{source} does not say which network it holds (no 'passt' record: it was not written by this "
             f"framework's training). Name the released architecture it was trained from: --arch ARCH "
             f"(python: load_checkpoint(path, arch=...)).")
-    model = _build(models_cfg, class_names, name, label_set)
+    model = _build(models_cfg, class_names, name, label_set, activation)
     _load_network_state(model.net, state, source)
     return model

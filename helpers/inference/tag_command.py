@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from helpers.inference import hear, outputs
 from helpers.inference.cli import (
+    add_debug_argument,
     add_device_arguments,
     add_model_arguments,
     class_names_for,
@@ -48,8 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=float, help="window length in seconds (default: the model's, 10 s for "
                                                      "the released 10 s models)")
     parser.add_argument("--hop", type=float, help="seconds between window starts (default: half the window)")
-    parser.add_argument("--activation", choices=ACTIVATIONS, default="sigmoid",
-                        help="sigmoid for multi-label models such as AudioSet's (default), softmax for single-label")
+    parser.add_argument("--activation", choices=ACTIVATIONS,
+                        help="sigmoid for multi-label models such as AudioSet's, softmax for single-label (default: "
+                             "what the checkpoint's task used, else sigmoid)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
     add_device_arguments(parser)
     parser.add_argument("--workers", type=int, default=2, help="processes decoding audio ahead (default: 2)")
@@ -58,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--plot", help="draw the strongest classes over time into this image (one per file)")
     parser.add_argument("--plot-classes", type=int, default=8, help="classes drawn by --plot (default: 8)")
     parser.add_argument("--embeddings", help="write each file's HEAR scene embedding ([files, D] .npy)")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     for name in ("top_k", "batch_size", "plot_classes"):
         if getattr(args, name) < 1:
@@ -77,13 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     model = model_from_args(args).place(args.device, args.precision)
     names = class_names_for(model, args.labels)
     window, hop = window_and_hop(model, args.window, args.hop)
-    print(f"{model.describe()}; hop {hop / model.sample_rate:g} s; {len(files)} file(s)", file=sys.stderr)
+    kind = args.activation or model.activation
+    print(f"{model.describe(window, kind)}; hop {hop / model.sample_rate:g} s; {len(files)} file(s)", file=sys.stderr)
 
     if args.embeddings:
         hear.configure(model, batch_size=args.batch_size)
     table = outputs.WindowCsv(args.csv, names) if args.csv else None
     results = []
-    progress = tqdm(tag_files(model, files, window, hop, args.batch_size, args.activation, args.workers,
+    progress = tqdm(tag_files(model, files, window, hop, args.batch_size, kind, args.workers,
                               embed=hear.get_scene_embeddings if args.embeddings else None),
                     total=len(files), unit="file", file=sys.stderr, disable=len(files) < 2)
     try:
@@ -113,6 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run() -> None:
-    """The ``passt-tag`` console command."""
-    run_command(main)
+def run(argv: list[str] | None = None) -> None:
+    """The ``passt-tag`` console command (``argv``: default the command line)."""
+    run_command(main, argv)

@@ -22,12 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from helpers.data.audio_files import audio_files_under
 from helpers.data.audio_io import AudioDecodeError, load_audio
 from helpers.inference.model import InferenceModel
-
-#: extensions picked up when a folder is given (files named directly may have any extension)
-AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".aif", ".aiff",
-                              ".webm", ".mp4", ".mkv", ".mov", ".mka", ".au"})
 
 ACTIVATIONS = ("sigmoid", "softmax")
 
@@ -104,6 +101,11 @@ def tag_waveform(model: InferenceModel, wave: np.ndarray | torch.Tensor, window:
     n = wave.shape[0]
     if n == 0:
         raise ValueError("the waveform is empty")
+    sr = model.sample_rate
+    notes = ()
+    if n < model.min_samples:  # the model pads it: the scores see mostly silence
+        notes = (f"{n / sr:.3g} s of audio is shorter than one patch ({model.min_samples / sr:.3g} s): "
+                 f"zero-padded to it",)
     starts = window_starts(n, window, hop)
     length = min(window, n)
     logits = []
@@ -111,18 +113,17 @@ def tag_waveform(model: InferenceModel, wave: np.ndarray | torch.Tensor, window:
         batch = torch.stack([wave[s:s + length] for s in starts[i:i + batch_size]])
         logits.append(model(batch)[0].cpu())
     logits = torch.cat(logits)
-    sr = model.sample_rate
     starts_s = np.asarray(starts, dtype=np.float64) / sr
     return FileResult(path=path, duration=n / sr, starts=starts_s, ends=starts_s + length / sr,
-                      logits=logits.numpy(), scores=activation(logits, kind).numpy())
+                      logits=logits.numpy(), scores=activation(logits, kind).numpy(), notes=notes)
 
 
 def find_audio_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Files named directly (any extension) and audio files under folders (by extension, sorted)."""
+    """Files named directly (any extension) and audio files under folders (:data:`helpers.data.audio_files.AUDIO_EXTENSIONS`, sorted)."""
     files = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            files += audio_files_under(item)
         else:
             files.append(item)  # missing files are reported with the others
     return files
@@ -173,5 +174,5 @@ def tag_files(model: InferenceModel, files: Sequence[str | os.PathLike], window:
         if embed is not None:
             with torch.inference_mode():
                 result.embedding = embed(torch.from_numpy(wave)[None], model)[0].cpu().numpy()
-        result.notes = notes
+        result.notes = notes + result.notes
         yield result

@@ -36,6 +36,7 @@ import gradio as gr
 
 from helpers.inference import hear, outputs
 from helpers.inference.cli import (
+    add_debug_argument,
     add_device_arguments,
     add_model_arguments,
     class_names_for,
@@ -172,12 +173,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=float, help="starting window length in seconds (default: the model's)")
     parser.add_argument("--hop", type=float, help="starting hop in seconds (default: half the window)")
     parser.add_argument("--top-k", type=int, default=5, help="starting number of classes shown (default: 5)")
-    parser.add_argument("--activation", choices=ACTIVATIONS, default="sigmoid", help="starting activation")
+    parser.add_argument("--activation", choices=ACTIVATIONS,
+                        help="starting activation (default: what the checkpoint's task used, else sigmoid)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: 8)")
     add_device_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     parser.add_argument("--share", action="store_true", help="also a temporary public link through Gradio's servers")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
         parser.error("--top-k and --batch-size must be at least 1")
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     work_dir = tempfile.mkdtemp(prefix="passt_app_")
     atexit.register(shutil.rmtree, work_dir, ignore_errors=True)
     demo = Demo(model, names, args.batch_size, work_dir)
-    page = build_page(demo, args.window, args.hop, args.top_k, args.activation)
+    page = build_page(demo, args.window, args.hop, args.top_k, args.activation or model.activation)
     print(f"{model.describe()}; {len(names)} classes", file=sys.stderr, flush=True)
     # system fonts: the default theme would fetch its web font from the internet
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -201,6 +204,6 @@ def main(argv: list[str] | None = None) -> None:
                 allowed_paths=[work_dir])
 
 
-def run() -> None:
-    """The ``passt-app`` console command."""
-    run_command(main)
+def run(argv: list[str] | None = None) -> None:
+    """The ``passt-app`` console command (``argv``: default the command line)."""
+    run_command(main, argv)

@@ -29,6 +29,9 @@ class Task(Protocol):
     monitor: str
     #: ``"max"`` or ``"min"`` for :attr:`monitor`
     monitor_mode: str
+    #: what turns logits into scores at inference (``"sigmoid"``: labels independent; ``"softmax"``: one
+    #: class per clip); stored in every checkpoint, so inference.py needs no flag for it
+    activation: str
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor | None = None,
              lam: torch.Tensor | None = None) -> torch.Tensor:
@@ -47,6 +50,7 @@ class MultiLabelTask:
 
     monitor: str = "mAP"
     monitor_mode: str = "max"
+    activation: str = "sigmoid"
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor | None = None,
              lam: torch.Tensor | None = None) -> torch.Tensor:
@@ -67,6 +71,7 @@ class MultiClassTask:
 
     monitor: str = "acc"
     monitor_mode: str = "max"
+    activation: str = "softmax"
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor | None = None,
              lam: torch.Tensor | None = None) -> torch.Tensor:
@@ -103,6 +108,7 @@ class MaskedMultiLabelTask:
 
     monitor: str = "mAP"
     monitor_mode: str = "max"
+    activation: str = "sigmoid"
 
     @staticmethod
     def split(targets: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
