@@ -28,6 +28,7 @@ def trained(mini_audioset, tmp_path_factory):
     return {"tmp": tmp, "proc": proc, "run": sacred_run(tmp / "sacred")}
 
 
+@pytest.mark.slow
 @pytest.mark.precision
 def test_training_leaves_sacred_run_checkpoints_and_offline_wandb_run(trained):
     run = trained["run"]
@@ -60,6 +61,7 @@ def test_training_leaves_sacred_run_checkpoints_and_offline_wandb_run(trained):
     assert list((wandb_dir / "media" / "images").glob("train_spectrograms_*.png"))
 
 
+@pytest.mark.slow
 @pytest.mark.precision
 def test_evaluate_only_on_an_ensemble_of_local_checkpoints_with_a_corrupt_clip(trained, mini_audioset):
     info = trained["run"]["info"]
@@ -82,6 +84,7 @@ def test_evaluate_only_on_an_ensemble_of_local_checkpoints_with_a_corrupt_clip(t
     assert "evl00000003" in run["info"]["corrupt_clip_examples"][0]
 
 
+@pytest.mark.slow
 @pytest.mark.precision
 def test_resume_continues_from_the_checkpoint(mini_audioset, tmp_path):
     # a run of its own: resuming writes into the run folder of the checkpoint
@@ -104,11 +107,13 @@ def test_resume_continues_from_the_checkpoint(mini_audioset, tmp_path):
     assert ckpt["epoch"] == 2 and int(ckpt["state_dict"]["swa_n_averaged"]) == 3
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_observe_rank_zero_only(mini_audioset, tmp_path):
     eval_file = copy_hdf5(mini_audioset["eval_hdf5"], tmp_path / "eval7.hdf", rows=7)
     folder, out = tmp_path / "sacred", tmp_path / "out"
     wandb_runs = set(Path(os.environ["WANDB_DIR"]).glob("wandb/offline-run-*"))
-    proc = ok(run_cli("-F", str(folder), "with", "mini_train", "tiny_model",
+    # with gradient checkpointing: the recomputing backward passes through DDP's gradient hooks
+    proc = ok(run_cli("-F", str(folder), "with", "mini_train", "tiny_model", "models.net.grad_checkpointing=True",
                       *data_args(mini_audioset, eval_hdf5=eval_file), f"output_dir={out}", ddp=2))
     assert sorted(p.name for p in folder.iterdir() if p.name != "_sources") == ["1"]  # one sacred run
     run = sacred_run(folder)
@@ -120,6 +125,7 @@ def test_ddp_two_cpu_processes_observe_rank_zero_only(mini_audioset, tmp_path):
     new_wandb = set(Path(os.environ["WANDB_DIR"]).glob("wandb/offline-run-*")) - wandb_runs
     assert len(new_wandb) == 1  # one wandb run, from rank 0
     assert run["config"]["trainer"]["devices"] == 2 and "seed" in run["config"]
+    assert run["config"]["models"]["net"]["grad_checkpointing"] is True
 
 
 def _run_in_process(monkeypatch, mini_audioset, tmp_path, **overrides):
@@ -151,6 +157,7 @@ def test_targets_that_do_not_fit_n_classes_fail_before_training(monkeypatch, min
     assert "models.net.n_classes=10" in str(err.value) and "(527,)" in str(err.value)
 
 
+@pytest.mark.slow
 def test_model_speed_test_and_test_loaders(mini_audioset, tmp_path):
     proc = ok(run_cli("model_speed_test", "with", "tiny_model", "speed_test.batch_size=2", "speed_test.steps=2",
                       "speed_test.warmup_steps=1"))

@@ -130,6 +130,7 @@ class EpochStartWeights(pl.Callback):
         self.weights[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("swa_epoch_start", "swa_freq", "max_epochs", "averaged"), [
     (3, 2, 6, [2, 4]),  # like the AudioSet (50, 5): the weights after 49, 54, ..., 129 epochs
     (2, 1, 4, [1, 2, 3]),  # the downstream (2, 1): after 1, 2, ... epochs, never the final weights
@@ -152,6 +153,7 @@ def test_swa_averages_the_original_snapshots_and_validates_them_when_updated(
     assert sum("val_mAP" in row for row in log.rows) == max_epochs and module.last_val_examples == 7
 
 
+@pytest.mark.slow
 def test_checkpoints_hold_both_networks(tmp_path):
     module = tiny_module(swa=True, log_spectrograms=0)
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
@@ -227,6 +229,7 @@ def test_compile_config_compiles_the_network_in_place(monkeypatch):
     torch._dynamo.reset()
 
 
+@pytest.mark.slow
 def test_several_evaluation_sets_are_validated_and_named_each(tmp_path):
     module = tiny_module(log_spectrograms=0, eval_sets=("valid", "eval"))
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
