@@ -4,9 +4,9 @@ gradient checkpointing (``models.net.grad_checkpointing``).
 One training step = forward, BCE loss, backward, AdamW step, as in training. Each measurement runs in
 its own process so that its peak is its own:
 
-* CPU: the process's peak resident memory (``ru_maxrss``). ``state`` is the resident memory after
+* CPU: the process's peak resident memory (``ru_maxrss``). ``held`` is the resident memory after
   one step on a short clip (weights, gradients, AdamW moments, allocator pools, libraries): what a
-  process holds between steps. ``step`` = peak - state: what the 30 s step needs on top of it
+  process holds between steps. ``step`` = peak - held: what the 30 s step needs on top of it
   (activations kept for the backward pass and temporaries).
 * GPU: ``torch.cuda.max_memory_allocated`` (tensors only) in the same two parts.
 
@@ -56,7 +56,7 @@ def peak_mb(device: str) -> float:
 
 
 def measure(setting: str, precision: str, checkpointed: bool, batch: int, device: str) -> dict:
-    """State and step memory (MB) and the step's seconds of one configuration (see the module doc)."""
+    """Held and step memory (MB) and the step's seconds of one configuration (see the module doc)."""
     from helpers.training.optim import make_optimizer
     from models.build import get_model
 
@@ -80,16 +80,16 @@ def measure(setting: str, precision: str, checkpointed: bool, batch: int, device
         step(500)  # gradients, AdamW moments, kernel set-up on a short clip (patchout still fits)
         synchronize(device)
         if device == "cuda":
-            state = torch.cuda.memory_allocated() / 2**20
+            held = torch.cuda.memory_allocated() / 2**20
             torch.cuda.reset_peak_memory_stats()
         else:
-            state = resident_mb()
+            held = resident_mb()
         start = time.perf_counter()
         step(FRAMES)
         synchronize(device)
         seconds = time.perf_counter() - start
     peak = peak_mb(device)
-    return {"state_mb": state, "step_mb": peak - state, "peak_mb": peak, "seconds": seconds}
+    return {"held_mb": held, "step_mb": peak - held, "peak_mb": peak, "seconds": seconds}
 
 
 def main() -> None:
@@ -110,7 +110,7 @@ def main() -> None:
     what = "max_memory_allocated" if args.device == "cuda" else "peak RSS"
     print(f"Machine: {machine_description(args.device)}; PaSST-S, {FRAMES} frames, batch {batch}; "
           f"memory: {what}, one process per row\n", flush=True)
-    print("| setting | precision | grad checkpointing | state MB | step MB | peak MB | step s |")
+    print("| setting | precision | grad checkpointing | held MB | step MB | peak MB | step s |")
     print("|---|---|---|---|---|---|---|", flush=True)
     for setting in args.settings:
         for precision in args.precisions:
@@ -118,7 +118,7 @@ def main() -> None:
             for checkpointed in (False, True):
                 r = run_child([setting, precision, str(int(checkpointed)), str(batch), args.device], script=__file__)
                 rows[checkpointed] = r
-                print(f"| {setting} | {precision} | {'on' if checkpointed else 'off'} | {r['state_mb']:.0f} | "
+                print(f"| {setting} | {precision} | {'on' if checkpointed else 'off'} | {r['held_mb']:.0f} | "
                       f"{r['step_mb']:.0f} | {r['peak_mb']:.0f} | {r['seconds']:.1f} |", flush=True)
             off, on = rows[False], rows[True]
             print(f"|  |  | saves | | {1 - on['step_mb'] / off['step_mb']:.0%} of the step | "
