@@ -1,8 +1,8 @@
 """Peak memory and time of a PaSST-S training step on 30 s clips (3000 frames), with and without
 gradient checkpointing (``models.net.grad_checkpointing``).
 
-One training step = forward, BCE loss, backward, AdamW step, as in training. Each measurement runs in
-its own process so that its peak is its own:
+One training step = the bare step of ``helpers.training.speed.training_step``: forward, BCE loss,
+backward, fused AdamW step. Each measurement runs in its own process so that its peak is its own:
 
 * CPU: the process's peak resident memory (``ru_maxrss``). ``held`` is the resident memory after
   one step on a short clip (weights, gradients, AdamW moments, allocator pools, libraries): what a
@@ -19,20 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from train_speed import run_child
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from train_speed import run_child  # noqa: E402
-
-from helpers.training.speed import machine_description, synchronize  # noqa: E402
+from helpers.training.speed import machine_description, synchronize, training_step
+from helpers.training.tasks import MultiLabelTask
 
 FRAMES = 3000  # 30 s at hop 320
 SETTINGS = {
@@ -64,16 +59,12 @@ def measure(setting: str, precision: str, checkpointed: bool, batch: int, device
     model = get_model(pretrained=False, input_tdim=FRAMES, grad_checkpointing=checkpointed,
                       **SETTINGS[setting]).to(device).train()
     optimizer = make_optimizer(model.parameters(), lr=1e-5)
-    y = (torch.rand(batch, 527, device=device) < 0.05).float()
+    targets = (torch.rand(batch, 527, device=device) < 0.05).float()
+    dtype = torch.bfloat16 if precision == "bf16" else None
 
     def step(frames: int) -> None:
-        x = torch.randn(batch, 1, 128, frames, device=device)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits, _ = model(x)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
-        optimizer.zero_grad(set_to_none=False)  # gradients stay allocated, as between training steps
-        loss.backward()
-        optimizer.step()
+        spectrograms = torch.randn(batch, 1, 128, frames, device=device)
+        training_step(model, spectrograms, targets, MultiLabelTask().loss, optimizer, dtype)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
