@@ -7,7 +7,7 @@ CHROMIUM := /usr/bin/chromium
 # the model of `make app` and `make export`: a released architecture, ensemble or checkpoint file
 MODEL ?= passt_s_kd_p16_128_ap486
 
-.PHONY: install browser test demo app export bench lint clean
+.PHONY: install browser test test-fast demo app export bench lint clean
 
 install: $(STAMP) browser
 
@@ -34,6 +34,11 @@ browser:
 test: $(STAMP) browser
 	$(PY) -m pytest
 	$(PY) -m pytest -m precision --cpu-precision=other
+
+# Everything but the tests marked `slow` (real commands in subprocesses, DDP, fault injection, the
+# browser, exports, compilation): under a minute, for the edit-test loop. `make test` runs them all.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 demo: $(STAMP)
 	$(PY) demo.py

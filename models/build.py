@@ -57,6 +57,7 @@ def get_model(
     embed_dim: int | None = None,
     num_heads: int | None = None,
     cut_depth: int = 0,
+    grad_checkpointing: bool = False,
 ) -> PaSST:
     """Build a PaSST network, optionally with the released weights of ``arch``.
 
@@ -65,6 +66,8 @@ def get_model(
     defaults to the best single released model, ``passt_s_kd_p16_128_ap486``); ``depth``, ``embed_dim`` and
     ``num_heads`` override the architecture (for tiny models in tests and demos, from scratch),
     and ``cut_depth`` drops blocks of a pretrained model (see :func:`models.passt.cut_blocks`).
+    ``grad_checkpointing`` trades compute for memory in training (see
+    :meth:`models.passt.PaSST.set_grad_checkpointing`).
 
     With ``pretrained=True`` the release file is taken from ``$TORCH_HOME/hub/checkpoints/`` when
     present (no network), else downloaded there. A different ``n_classes`` re-initialises the
@@ -86,6 +89,7 @@ def get_model(
         num_heads=num_heads or cfg.num_heads,
     )
     model.arch = cfg.name
+    model.set_grad_checkpointing(grad_checkpointing)
     if pretrained:
         load_released_weights(model, cfg)
     return cut_blocks(model, cut_depth)

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Attention, Block
+from torch.utils.checkpoint import checkpoint
 
 from models.attention_paths import fused_attention_is_faster
 
@@ -45,10 +46,19 @@ class PaSSTAttention(Attention):
     under ``torch.compile`` always the fused one. Both paths compute the same function.
     """
 
+    @property
+    def fused_attn(self) -> bool:
+        """The path timm's ``forward`` takes. Compiled graphs take SDPA, which the compiler fuses: no
+        table lookup and no attribute written in the graph (a gradient-checkpointed block must have
+        no side effects for the compiler)."""
+        return torch.compiler.is_compiling() or self._fused_attn
+
+    @fused_attn.setter
+    def fused_attn(self, fused: bool) -> None:
+        self._fused_attn = fused
+
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        if torch.compiler.is_compiling():
-            self.fused_attn = True  # compiled graphs take SDPA, which the compiler fuses: no table lookup in the graph
-        else:
+        if not torch.compiler.is_compiling():
             kind = x.device.type
             dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
             self.fused_attn = fused_attention_is_faster(kind, dtype, x.shape[1], torch.is_grad_enabled())
@@ -60,6 +70,10 @@ class PaSST(nn.Module):
 
     ``forward(x)`` takes ``[batch, in_chans, n_mels, frames]`` and returns ``(logits, embedding)``.
     The parameter names match the released checkpoints exactly.
+
+    The methods timm's vision transformers offer work the same way here: :meth:`forward_features`
+    (the tokens), :meth:`forward_head` (``pre_logits=True``: the embedding), :meth:`get_classifier`,
+    :meth:`reset_classifier`, :meth:`set_grad_checkpointing` and :meth:`no_weight_decay`.
     """
 
     def __init__(
@@ -92,6 +106,7 @@ class PaSST(nn.Module):
         self.num_classes = num_classes
         self.embed_dim = self.num_features = embed_dim
         self.num_tokens = 2 if distilled else 1
+        self.grad_checkpointing = False
 
         grid_f, grid_t = patch_grid(*self.img_size, *self.stride)
         self.patch_embed = nn.Module()  # keeps the released key name: patch_embed.proj.*
@@ -139,6 +154,49 @@ class PaSST(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Parameters that should not be weight-decayed (tokens and positional encodings)."""
         return {"new_pos_embed", "freq_new_pos_embed", "time_new_pos_embed", "cls_token", "dist_token"}
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of keeping them.
+
+        A training step then keeps one ``[batch, tokens, embed_dim]`` tensor per block rather than
+        everything the block computes (attention maps, MLP hidden states), for about one more
+        forward pass of compute: longer clips and larger batches fit. Gradients are those without
+        it: patchout and the time offset are drawn once, before the blocks; the recomputation
+        replays the dropout and stochastic-depth draws from the RNG state it saved.
+        """
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        """The classifier: ``head`` (LayerNorm + Linear; an Identity after ``reset_classifier(0)``)."""
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new, freshly initialised classifier for ``num_classes`` outputs; the rest stays trained.
+
+        Keeps the head's LayerNorm and replaces its Linear (and the frozen distillation head), as
+        loading a checkpoint into a model with another class count does. ``num_classes=0`` removes
+        the classifier: the model then outputs its embedding (``forward_head(x, pre_logits=True)``).
+        """
+        self.num_classes = num_classes
+        if num_classes <= 0:
+            self.head, self.head_dist = nn.Identity(), None
+            return
+        like = self.cls_token
+        norm = self.head[0] if isinstance(self.head, nn.Sequential) else \
+            nn.LayerNorm(self.embed_dim, device=like.device, dtype=like.dtype)  # removed before: a new one
+        self.head = nn.Sequential(norm, self._new_linear(num_classes))
+        if self.num_tokens == 2:
+            self.head_dist = self._new_linear(num_classes).requires_grad_(False)
+
+    def _new_linear(self, num_classes: int) -> nn.Linear:
+        """A head Linear initialised as in :meth:`_init_weights`, on the model's device and dtype."""
+        like = self.cls_token
+        linear = nn.Linear(self.embed_dim, num_classes, device=like.device, dtype=like.dtype)
+        trunc_normal_(linear.weight, std=0.02)
+        nn.init.zeros_(linear.bias)
+        return linear
 
     @property
     def max_frames(self) -> int:
@@ -202,21 +260,36 @@ class PaSST(nn.Module):
         if self.dist_token is not None:
             tokens = torch.cat((tokens, self.dist_token + self.new_pos_embed[:, 1:]), dim=1)
         x = torch.cat((tokens.expand(batch, -1, -1), x), dim=1)
-        x = self.blocks(self.pos_drop(x))
+        x = self.pos_drop(x)
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            for block in self.blocks:
+                # non-reentrant: the recomputation runs with gradients on, like the first pass, so
+                # both take the same attention path (the choice depends on the grad mode)
+                x = checkpoint(block, x, use_reentrant=False)
+        else:
+            x = self.blocks(x)
         return self.norm(x[:, : self.num_tokens])  # the norm is per token: only the tokens are needed
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(logits, embedding)``; with a distillation token both read the mean of the two tokens."""
-        tokens = self.forward_features(x)
-        embedding = tokens.mean(dim=1) if self.num_tokens == 2 else tokens[:, 0]
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Logits from the tokens of :meth:`forward_features`; ``pre_logits=True``: the embedding
+        (the mean of the class and distillation tokens, or the class token), before the classifier."""
+        embedding = x.mean(dim=1) if self.num_tokens == 2 else x[:, 0]
+        return embedding if pre_logits else self._classify(embedding)
+
+    def _classify(self, embedding: torch.Tensor) -> torch.Tensor:
         kind = embedding.device.type
         if not self.training and torch.is_autocast_enabled(kind):
             # Evaluation scores keep fp32 resolution under mixed precision: bf16 logits are rounded to
             # 8 bits of mantissa (steps of 0.03 at a logit of -6), which ties clips in the ranking
             # metrics (mAP). The head is one small matmul; training keeps the original's autocast head.
             with torch.autocast(kind, enabled=False):
-                return self.head(embedding.float()), embedding
-        return self.head(embedding), embedding
+                return self.head(embedding.float())
+        return self.head(embedding)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(logits, embedding)``; with a distillation token both read the mean of the two tokens."""
+        embedding = self.forward_head(self.forward_features(x), pre_logits=True)
+        return self._classify(embedding), embedding
 
 
 def _random_keep(n: int, drop: int, device: torch.device) -> torch.Tensor:

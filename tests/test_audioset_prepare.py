@@ -305,6 +305,7 @@ def test_labels_download_and_offline_error(tmp_path, monkeypatch):
         labels_mod.ensure_labels_csv(tmp_path / "nope.csv")
 
 
+@pytest.mark.slow
 def test_cli_runs_as_a_script_path(corpus, tmp_path):
     csv_path, audio_dir, labels_csv, _ = corpus
     out = tmp_path / "cli.hdf"

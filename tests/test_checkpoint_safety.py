@@ -251,6 +251,7 @@ EXPERIMENT_NET = dict(arch="passt_deit_bd_p16_384", pretrained=False, n_classes=
                       num_heads=2, input_fdim=64, input_tdim=200)
 
 
+@pytest.mark.slow
 def test_evaluate_only_and_fine_tuning_take_safetensors(mini_audioset, tmp_path):
     from ex_audioset import ex
 

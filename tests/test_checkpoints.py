@@ -115,9 +115,13 @@ def test_swa_requested_from_checkpoint_without_swa(tmp_path):
 
 
 def test_compiled_prefix_is_removed(tmp_path):
-    sd = {f"_orig_mod.{k}": v for k, v in original_state_dict().items()}
-    torch.save(sd, tmp_path / "compiled.pt")
-    load_weights(get_model(**TINY), tmp_path / "compiled.pt")
+    """A state dict saved from a ``torch.compile`` wrapper loads with every weight in its place."""
+    sd = original_state_dict()
+    torch.save({f"_orig_mod.{k}": v for k, v in sd.items()}, tmp_path / "compiled.pt")
+    loaded = load_weights(get_model(**TINY), tmp_path / "compiled.pt").state_dict()
+    assert set(loaded) == set(sd)
+    for key, value in sd.items():
+        assert torch.equal(loaded[key], value), key
 
 
 def test_other_n_classes_reinitialises_heads_with_one_warning(tmp_path):

@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.precision  # must learn in fp32 and in bf16
 def test_demo_learns_the_synthetic_classes(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "demo.py"), "--out-dir", str(tmp_path)], cwd=ROOT,

@@ -17,7 +17,7 @@ import torch
 from downstream_data import own_folder
 from experiment_cli import ROOT, ok, run_cli, sacred_run
 
-pytestmark = pytest.mark.precision  # learning bounds must hold in fp32 and in bf16
+pytestmark = [pytest.mark.slow, pytest.mark.precision]  # learning bounds must hold in fp32 and in bf16
 
 #: the tiny network and a recipe that learns tones in a few short epochs
 FAST = ["tiny_model", "models.net.s_patchout_t=0", "models.net.s_patchout_f=0", "models.mel.freqm=0",

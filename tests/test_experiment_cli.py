@@ -28,6 +28,7 @@ def trained(mini_audioset, tmp_path_factory):
     return {"tmp": tmp, "proc": proc, "run": sacred_run(tmp / "sacred")}
 
 
+@pytest.mark.slow
 @pytest.mark.precision
 def test_training_leaves_sacred_run_checkpoints_and_offline_wandb_run(trained):
     run = trained["run"]
@@ -62,6 +63,7 @@ def test_training_leaves_sacred_run_checkpoints_and_offline_wandb_run(trained):
     assert list((wandb_dir / "media" / "images").glob("train_spectrograms_*.png"))
 
 
+@pytest.mark.slow
 @pytest.mark.precision
 def test_evaluate_only_on_an_ensemble_of_local_checkpoints_with_a_corrupt_clip(trained, mini_audioset):
     info = trained["run"]["info"]
@@ -84,6 +86,7 @@ def test_evaluate_only_on_an_ensemble_of_local_checkpoints_with_a_corrupt_clip(t
     assert "evl00000003" in run["info"]["corrupt_clip_examples"][0]
 
 
+@pytest.mark.slow
 @pytest.mark.precision
 def test_resume_continues_from_the_checkpoint(mini_audioset, tmp_path):
     # a run of its own: resuming writes into the run folder of the checkpoint
@@ -135,6 +138,7 @@ def test_targets_that_do_not_fit_n_classes_fail_before_training(monkeypatch, min
     assert "models.net.n_classes=10" in str(err.value) and "(527,)" in str(err.value)
 
 
+@pytest.mark.slow
 def test_model_speed_test_and_test_loaders(mini_audioset, tmp_path):
     proc = ok(run_cli("model_speed_test", "with", "tiny_model", "speed_test.batch_size=2", "speed_test.steps=2",
                       "speed_test.warmup_steps=1"))

@@ -68,7 +68,8 @@ def test_print_config_shows_every_key(printed_config):
 
 def test_print_config_describes_keys_next_to_their_defaults(printed_config):
     lines = {line.split("=")[0].strip(): line for line in printed_config.splitlines() if "=" in line}
-    for key in ("lr", "swa_freq", "max_epochs", "s_patchout_t", "freqm", "weighted_sampler", "mode", "base_dir"):
+    for key in ("lr", "swa_freq", "max_epochs", "s_patchout_t", "grad_checkpointing", "freqm", "weighted_sampler",
+                "mode", "base_dir"):
         assert "#" in lines[key], key  # a description after the default
     assert re.search(r"^  trainer: +# arguments of pytorch_lightning.Trainer", printed_config, re.M)
 

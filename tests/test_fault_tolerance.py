@@ -78,12 +78,14 @@ def reference(mini, tmp_path_factory):
     return {"result": run.result, "last": load(run.info["last_checkpoint"]), "info": run.info}
 
 
+@pytest.mark.slow
 def test_a_training_clip_that_fails_to_decode_is_skipped_and_counted(reference):
     assert reference["info"]["corrupt_clips"] >= 1
     assert reference["info"]["corrupt_clip_examples"][0].startswith("Ybal00000005")
 
 
 # ------------------------------------------------------------------------------ kill and resume
+@pytest.mark.slow
 @pytest.mark.precision  # bit-exact in either precision
 def test_killed_during_a_mid_epoch_save_resumes_to_the_same_weights_and_metrics(mini, reference, tmp_path,
                                                                                 monkeypatch):
@@ -120,6 +122,7 @@ def test_killed_during_a_mid_epoch_save_resumes_to_the_same_weights_and_metrics(
     assert resumed.result == reference["result"]
 
 
+@pytest.mark.slow
 def test_run_checkpoints_hold_only_tensors_and_plain_data(reference):
     # torch's own weights-only loader takes them as they are: resuming runs no code from the file
     last = reference["info"]["last_checkpoint"]
@@ -128,6 +131,7 @@ def test_run_checkpoints_hold_only_tensors_and_plain_data(reference):
     assert loaded["callbacks"]["TrainingPosition"] == {"epoch": 2, "batch": 0} and loaded["optimizer_states"]
 
 
+@pytest.mark.slow
 @pytest.mark.precision  # bit-exact in either precision
 def test_same_seed_gives_the_same_metrics_with_any_number_of_loader_workers(mini, reference, tmp_path):
     again = train_in_process(mini, tmp_path, datasets={"training": {"batch_size": 4, "num_workers": 2}})
@@ -136,6 +140,7 @@ def test_same_seed_gives_the_same_metrics_with_any_number_of_loader_workers(mini
     assert all(torch.equal(last["state_dict"][k], v) for k, v in reference["last"]["state_dict"].items())
 
 
+@pytest.mark.slow
 def test_a_missing_or_damaged_checkpoint_to_resume_from_is_an_error_naming_it(mini_audioset, reference, tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.ckpt"):
         train_in_process(mini_audioset, tmp_path, ckpt_path=str(tmp_path / "nowhere.ckpt"))
@@ -183,6 +188,7 @@ def test_checkpoint_save_on_a_full_disk_keeps_the_previous_file(tmp_path, monkey
         AtomicCheckpointIO(background=False).save_checkpoint({"global_step": 2}, path)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("unshare") is None or subprocess.run(
     ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True).returncode != 0,
     reason="needs user and mount namespaces (unshare) for a private tmpfs")
@@ -204,6 +210,7 @@ def test_disk_full_while_training_reports_it_and_the_last_checkpoint_survives(mi
 
 
 # ---------------------------------------------------------------------------------------- NaN
+@pytest.mark.slow
 def test_nan_loss_stops_naming_the_step_after_saving_the_last_good_state(mini_audioset, tmp_path, monkeypatch):
     from helpers.training.tasks import MultiLabelTask
 
@@ -229,6 +236,7 @@ def test_nan_loss_stops_naming_the_step_after_saving_the_last_good_state(mini_au
     assert adam_steps == {3.0}  # 4 steps taken, the NaN one not applied
 
 
+@pytest.mark.slow
 def test_sigterm_stops_at_the_end_of_the_batch_as_a_failure(mini_audioset, tmp_path, monkeypatch):
     from helpers.training.tasks import MultiLabelTask
 
@@ -325,6 +333,7 @@ def test_labels_beyond_n_classes_are_an_error_before_training(monkeypatch, mini_
 
 
 # ---------------------------------------------------------------------------- prepare scripts
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", ["encode:4", "shard:2", "assemble:2"])
 def test_prepare_killed_anywhere_resumes_to_the_same_bytes(mini_audioset, tmp_path, moment):
     files = ["--segments", mini_audioset["segments_csv"]["eval_segments"],
@@ -368,6 +377,7 @@ def _fake_sacred_run(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads child processes from /proc")
 def test_ddp_rank_zero_killed_the_other_rank_stops_and_marks_the_run_failed(mini_audioset, tmp_path):
     folder, out = tmp_path / "sacred", tmp_path / "out"
@@ -408,6 +418,7 @@ _STUCK_CHILD = ("import os, subprocess, sys, time; child = subprocess.Popen([sys
                 f"'{ddp.PARENT_PID_ENV}': str(os.getpid())}}); print(child.pid, flush=True); time.sleep(600)")
 
 
+@pytest.mark.slow
 def test_ddp_child_whose_rank_zero_is_killed_stops_even_when_stuck(tmp_path):
     """No collective reports the lost rank 0 here (as with NCCL): the child's watcher stops it."""
     run_dir = _fake_sacred_run(tmp_path / "run")
@@ -425,6 +436,7 @@ def test_ddp_child_whose_rank_zero_is_killed_stops_even_when_stuck(tmp_path):
     assert run["status"] == "FAILED" and f"DDP rank 0 (pid {rank0.pid}) is gone" in run["fail_trace"][0]
 
 
+@pytest.mark.slow
 def test_ddp_rank_zero_stuck_after_a_child_died_is_killed_after_the_grace_period(tmp_path, monkeypatch):
     """Lightning's observer would kill rank 0 within 5 s, before it records anything; ours waits, then records."""
     run_dir = _fake_sacred_run(tmp_path / "run")
@@ -472,6 +484,7 @@ def _corrupt_training_data(dataset: str, mini: dict, folder: Path) -> dict:
     return {key: copy_hdf5(mini["base_dir"] + name, folder / "train.hdf", rows=rows, corrupt_row=2)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["esc50", "openmic", "fsd50k"])
 def test_every_dataset_skips_and_counts_a_training_clip_that_fails_to_decode(dataset, request, tmp_path):
     mini = request.getfixturevalue(f"mini_{dataset}")
@@ -487,6 +500,7 @@ def test_every_dataset_skips_and_counts_a_training_clip_that_fails_to_decode(dat
     assert run.info["corrupt_clips"] == 1  # one epoch: the bad clip was drawn once, skipped and counted
 
 
+@pytest.mark.slow
 def test_own_audio_files_that_break_during_the_run_are_skipped_and_counted(tmp_path):
     from ex_folder import ex
     from folder.dataset import build_set

@@ -273,6 +273,7 @@ def test_class_names_come_from_labels_file_checkpoint_or_audioset(tiny_model, tm
 
 
 # ------------------------------------------------------------------------------------- the CLI
+@pytest.mark.slow
 def test_cli_with_only_missing_files_says_so_before_loading_a_model(offline_home, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "inference.py"), "nothing.wav", "gone.mp3"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
@@ -280,6 +281,7 @@ def test_cli_with_only_missing_files_says_so_before_loading_a_model(offline_home
     assert "no such file: nothing.wav, gone.mp3" in proc.stderr and "download" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_tags_files_writes_outputs_and_fails_on_bad_files(offline_home, tmp_path, write_audio):
     torch.manual_seed(3)
     net = get_model(pretrained=False, n_classes=3, **TINY_NET)

@@ -203,12 +203,14 @@ def fit_watched(module: AudioModule, tmp_path, callbacks: tuple[pl.Callback, ...
     return watch
 
 
+@pytest.mark.slow
 def test_lightning_training_and_validation_steps_read_nothing_back(tmp_path):
     torch.manual_seed(0)
     watch = fit_watched(tiny_module(), tmp_path)
     assert watch.mode.reads == []
 
 
+@pytest.mark.slow
 def test_the_fault_tolerance_callbacks_read_nothing_back_between_their_checks(tmp_path):
     # what every training run adds (helpers.experiment.commands.fault_tolerance_callbacks): the position
     # in the epoch, per-step seeds, and the NaN/inf guard, which reads its flag every 50 steps here
@@ -225,6 +227,7 @@ class StepLossOnTheBar(AudioModule):
         return loss
 
 
+@pytest.mark.slow
 def test_a_step_value_on_the_progress_bar_is_caught(tmp_path):
     torch.manual_seed(0)
     watch = fit_watched(tiny_module(StepLossOnTheBar), tmp_path)

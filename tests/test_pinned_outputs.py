@@ -142,6 +142,7 @@ def test_checkpoint_through_the_hear_api(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- training
+@pytest.mark.slow  # a whole training run
 def test_short_training_run_metrics(mini_audioset, tmp_path):
     """``mini_train tiny_model`` in fp32 (2 epochs of 5 batches, mixup, SWA, the importance sampler)."""
     from ex_audioset import ex

@@ -70,6 +70,7 @@ def args(mini: dict, out: Path, sacred: Path, *more: str) -> list[str]:
     return ["-F", str(sacred), "with", "mini_train", "tiny_model",
             *data_args(mini, epoch_len=16, wavmix=False, eval_hdf5=eval7),
             "trainer.limit_train_batches=None", "checkpointing.last_every_n_steps=1", f"output_dir={out}",
+            "models.net.grad_checkpointing=True",  # the recomputing backward passes through DDP's gradient hooks
             f"seed={SEED}", *more]
 
 
@@ -197,6 +198,7 @@ def test_ddp_inside_an_sbatch_script_is_the_reference(reference, mini_audioset):
     run = sacred_run(reference["tmp"] / "sacred")
     assert run["status"] == "COMPLETED" and run["info"]["world_size"] == 2 and run["config"]["seed"] == SEED
     assert run["config"]["trainer"]["devices"] == 2  # what DDP=2 sets
+    assert run["config"]["models"]["net"]["grad_checkpointing"] is True
     assert reference["wandb_runs"] == 1  # rank 0's only
     # 7 clips on 2 ranks: the padding is removed before scoring, every clip scored once
     assert run["result"]["val_examples"] == 7 and "duplicates" not in reference["output"]

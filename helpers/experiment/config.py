@@ -127,6 +127,9 @@ def shared_config(experiment: str = "audioset") -> DescribedConfig:
     c.describe("models.net.u_patchout", "patches dropped by unstructured patchout in training")
     c.describe("models.net.depth", "None: the architecture's; a number builds a smaller model from scratch")
     c.describe("models.net.cut_depth", "drop blocks of a pretrained model (see models.passt.cut_blocks)")
+    c.describe("models.net.grad_checkpointing", "recompute each block in the backward pass instead of keeping its "
+               "activations: the same gradients; a PaSST-S step on 30 s clips needs 1/2 (fp32) to 1/3 (bf16) of its "
+               "memory, for a third more compute in the blocks (README: The network)")
     c.add("models.mel", signature_defaults(AugmentMelSTFT), "arguments of models.preprocess.AugmentMelSTFT")
     c.describe("models.mel.freqm", "SpecAugment: widest frequency mask, in mel bins (0: off)")
     c.describe("models.mel.timem", "SpecAugment: widest time mask, in frames (0: off)")
