@@ -144,7 +144,7 @@ def one_process_draw(mini: dict, epoch: int) -> list[str]:
         with open_read_only(mini[key]) as hf:
             names += [decode_name(n) for n in hf["audio_name"][()]]
     sampler = build_weighted_sampler([mini["balanced_train_hdf5"], mini["unbalanced_train_hdf5"]], epoch_len=16,
-                                     seed=SEED, num_replicas=1, rank=0)
+                                     sampler_replace=True, seed=SEED, num_replicas=1, rank=0)  # as mini_train draws
     sampler.set_epoch(epoch)
     return [names[i] for i in sampler]
 
