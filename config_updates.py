@@ -9,7 +9,9 @@ a few keys of the config tree (described by ``print_config``).
   of the 20 s and 30 s models also set the clip length);
 * the original's ensembles (:data:`models.registry.ENSEMBLES`), whose members' strides come from
   the registry;
-* training switches (``nomixup``, ``mini_train``, ``tiny_model``, ``dynamic_roll``, ...).
+* training switches (``nomixup``, ``mini_train``, ``tiny_model``, ``dynamic_roll``, ...);
+* knowledge distillation recipes (``kd``, ``kd_ap486_recipe``, ``kd_consistent``, ``kd_online``;
+  README "Knowledge distillation" has their sources and costs).
 
 Nothing here is a fact of its own: every model name and setting comes from :mod:`models.registry`.
 :func:`finetune_config` is the fine-tuning recipe the downstream experiments share.
@@ -132,6 +134,32 @@ def add_configs(ex: Experiment) -> None:
     def passt():
         """PaSST-S with get_model's default released weights (passt_s_kd_p16_128_ap486, stride 10)."""
         models = {"net": {"arch": "passt_s_kd_p16_128_ap486", "fstride": 10, "tstride": 10, "pretrained": True}}
+
+    @ex.named_config
+    def kd():
+        """Offline distillation (EfficientAT, the original's ex_audioset_kd.py): 0.1 * label loss + 0.9 * BCE with
+        the stored teacher's sigmoid(logits / T), T = 1; set kd.teacher_logits (made by store_teacher_logits)."""
+        kd = dict(weight=0.9, temperature=1.0)
+
+    @ex.named_config
+    def kd_ap486_recipe():
+        """The recipe of passt_s_kd_p16_128_ap486 as published (ex_audioset_kd.py): `kd` without wavmix, the AudioSet
+        defaults otherwise; teacher: an ensemble's stored logits (mAP .495; store them from ensemble_many)."""
+        kd = dict(weight=0.9, temperature=1.0)
+        basedataset = dict(wavmix=False)
+
+    @ex.named_config
+    def kd_consistent():
+        """Consistent teaching as CED: store 40 recorded augmentation draws per clip (top 20 logits), then train
+        label-free (lambda = 1) on one replayed draw per clip and epoch, without batch mixup (CED's AudioSet-2M recipe)."""
+        kd = dict(weight=1.0, temperature=1.0, replay=True, draws=40, topk=20)
+        use_mixup = False
+
+    @ex.named_config
+    def kd_online():
+        """Consistent teaching online: the teacher (kd.teacher, e.g. ensemble_many) runs on every training batch as
+        the student sees it (mixup included); 0.1 * label loss + 0.9 * distillation loss."""
+        kd = dict(weight=0.9, temperature=1.0)
 
     @ex.named_config
     def dynamic_roll():

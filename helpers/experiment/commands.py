@@ -29,6 +29,7 @@ from helpers.experiment.ddp import (
     supervise_ranks,
     wait_for_child_processes,
 )
+from helpers.experiment.distill import distillation_for, teacher_training_set
 from helpers.experiment.loggers import SacredLogger, finish_wandb, make_wandb_logger
 from helpers.experiment.spec import ExperimentSpec
 from helpers.experiment.trainer import (
@@ -239,7 +240,7 @@ def datamodule_for(spec: ExperimentSpec, cfg: dict[str, Any], run_dir: Path, tra
     """
     task = task or spec.get_task()
     n_classes = net_output_classes(cfg["models"])
-    train_set = spec.train_set() if training else None
+    train_set = teacher_training_set(spec.train_set(), cfg, task) if training else None
     eval_sets = [(s.name, s.dataset(), loader_config(cfg, s.loader)) for s in spec.evaluation_sets()]
     for split, dataset in [("training", train_set)] + [(name, ds) for name, ds, _ in eval_sets]:
         if dataset is not None:
@@ -265,7 +266,7 @@ def module_for(spec: ExperimentSpec, cfg: dict[str, Any], training: bool = True,
         swa=bool(cfg["swa"]) and training, log_spectrograms=cfg["log_spectrograms"] if training else 0,
         metadata={"experiment": spec.name, "models": cfg["models"],
                   "class_names": spec.class_names() if spec.class_names else None},
-        eval_sets=tuple(s.name for s in spec.evaluation_sets()),
+        eval_sets=tuple(s.name for s in spec.evaluation_sets()), distill=distillation_for(cfg, training),
     )
     if cfg["compile"]:
         module.net.compile()  # in place: parameter names (and checkpoint keys) stay net.*
