@@ -26,7 +26,6 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from helpers.data import draws
-from helpers.data.audio_files import AudioFileDataset
 from helpers.data.hdf5_dataset import Hdf5AudioDataset, decode_name, open_hdf5
 from helpers.data.teacher_store import TeacherStore
 
@@ -58,13 +57,15 @@ def _children(ds: Dataset) -> Iterator[Dataset]:
 def clip_names(dataset: Dataset) -> list[str]:
     """The ``audio_name`` of every item of ``dataset``, in index order, read without decoding audio.
 
-    Knows the HDF5 and audio-file datasets, concatenations, subsets and wrappers with a ``dataset``.
+    Knows the HDF5 datasets, datasets with a ``names`` list (audio files), concatenations, subsets
+    and wrappers with a ``dataset``.
     """
     if isinstance(dataset, Hdf5AudioDataset):
         with open_hdf5(dataset.hdf5_path) as hf:
             return [decode_name(n) for n in hf["audio_name"][()]]
-    if isinstance(dataset, AudioFileDataset):
-        return list(dataset.names)
+    own = vars(dataset).get("names")  # AudioFileDataset, and any dataset that lists its names
+    if isinstance(own, (list, tuple)) and len(own) == len(dataset):
+        return list(own)
     if isinstance(dataset, Subset):
         names = clip_names(dataset.dataset)
         return [names[int(i)] for i in dataset.indices]

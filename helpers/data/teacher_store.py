@@ -49,7 +49,7 @@ __all__ = ["FORMAT", "CHUNK_ROWS", "TAPE_FIELDS", "StoreWork", "TeacherStore", "
 
 FORMAT = "passt-teacher-logits"
 VERSION = 1
-#: rows per chunk of work (what a kill loses at most, per process)
+#: rows per chunk of work, by default (what a kill loses at most, per process)
 CHUNK_ROWS = 256
 
 
@@ -136,6 +136,8 @@ class StoreWork:
         if topk is not None and topk and not 0 < topk < n_classes:
             raise ValueError(f"kd.topk={topk}: expected 1 to {n_classes - 1} (the teacher has {n_classes} "
                              f"outputs), or None to keep all")
+        if chunk_rows < 1:
+            raise ValueError(f"kd.chunk_rows={chunk_rows}: expected at least 1")
         if draws < 0:
             raise ValueError(f"kd.draws={draws}: expected 0 (one clean forward per clip) or more")
         self.path = Path(path)

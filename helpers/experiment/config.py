@@ -202,6 +202,8 @@ def shared_config(experiment: str = "audioset") -> DescribedConfig:
     c.add("kd.draws", 0, "store_teacher_logits: augmentation draws recorded per clip (0: one clean forward per clip)")
     c.add("kd.store_seed", 0, "store_teacher_logits: seed of the recorded draws (fixed, so that running the command "
           "again continues the same work)")
+    c.add("kd.chunk_rows", 256, "store_teacher_logits: clips per chunk of work (written as it finishes: what a kill "
+          "loses at most, per process)")
     c.add("kd.topk", None, "store_teacher_logits: keep the k largest logits per draw and the mean of the others "
           "(None: all, float16)")
 

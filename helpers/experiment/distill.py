@@ -132,7 +132,7 @@ def store_teacher_logits(spec: ExperimentSpec, run: Any, cfg: dict[str, Any]) ->
                                   f"delete it or set kd.teacher_logits to another file")
         print(f"{path} is complete: {len(store)} clips, {store.size_per_clip():.0f} bytes per clip")
         return {"path": path, "clips": len(store), "bytes_per_clip": store.size_per_clip(), "computed_chunks": 0}
-    work = StoreWork(path, len(names), n_classes, kd["draws"], kd["topk"], settings)
+    work = StoreWork(path, len(names), n_classes, kd["draws"], kd["topk"], settings, kd["chunk_rows"])
     work.begin()
     mel = build_mel(cfg["models"]["mel"])
     jobs = TeacherJobs(train_set, names, mel, kd["draws"], seed)
