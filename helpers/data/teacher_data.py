@@ -155,9 +155,10 @@ class ReplayedDraws(_WithStore):
 
     def __getitem__(self, index: int):
         draw = int(torch.randint(self.store.draws, ()))  # the item's seeded generator: resumes pick the same
-        with draws.replaying(self.store.tape(index, draw)):
+        tape, mel = self.store.draw(index, draw)
+        with draws.replaying(tape):
             wave, name, target = self.dataset[index]
         ok = bool(self.store.valid[index]) and name == self.store.names[index]
         soft = self._soft(index, draw) if ok else None
-        return wave, name, target, self._teacher(soft), self.store.mel(index, draw)
+        return wave, name, target, self._teacher(soft), mel
 

@@ -10,10 +10,10 @@ distillation (:mod:`helpers.data.teacher_data`). Layout (``N`` clips, ``R`` reco
 * the logits, either ``logits`` ``[N, D, C]`` float16 (all of them), or the ``k`` largest as
   ``topk_values`` ``[N, D, k]`` float16 and ``topk_indices`` ``[N, D, k]`` int16 plus ``rest``
   ``[N, D]`` float16, the mean of the other ``C - k`` logits, which stands in for each of them;
-* with ``R > 0`` (consistent teaching): what made the input of each draw: ``draws/<name>`` ``[N, R]``
-  for every waveform draw of :mod:`helpers.data.draws` (:data:`TAPE_FIELDS`; a draw that did not
-  happen holds its field's "absent" value) and ``draws/mel`` ``[N, R, 6]`` int16, the front end's
-  band shifts and SpecAugment masks (``models.preprocess.MEL_DRAW_FIELDS``);
+* with ``R > 0`` (consistent teaching): what made the input of each draw, ``draws`` ``[N, R]`` of
+  :data:`DRAW_DTYPE` (one read per item): a field per waveform draw of :mod:`helpers.data.draws`
+  (:data:`TAPE_FIELDS`; a draw that did not happen holds its field's "absent" value) and ``mel``,
+  int16 ``[6]``, the front end's band shifts and SpecAugment masks (``models.preprocess.MEL_DRAW_FIELDS``);
 * attributes: ``format``, ``version``, ``n_classes``, ``draws`` (R), ``topk`` (0: all), ``settings``
   (JSON: the teacher, the seed, the augmentation and front-end config the draws follow).
 
@@ -44,7 +44,7 @@ import numpy as np
 from helpers.data.atomic import atomic_write, partial_path, replace_durably
 from helpers.data.hdf5_dataset import decode_name, open_hdf5
 
-__all__ = ["FORMAT", "CHUNK_ROWS", "TAPE_FIELDS", "StoreWork", "TeacherStore", "bytes_per_clip", "encode_tape",
+__all__ = ["FORMAT", "CHUNK_ROWS", "TAPE_FIELDS", "DRAW_DTYPE", "StoreWork", "TeacherStore", "bytes_per_clip", "encode_tape",
            "plain_settings"]
 
 FORMAT = "passt-teacher-logits"
@@ -74,6 +74,10 @@ TAPE_FIELDS: dict[str, TapeField] = {
     "partner.gain_db": TapeField("int8", -128, int),
     "partner.roll": TapeField("int32", np.iinfo(np.int32).min, int),
 }
+
+
+#: one recorded draw: the waveform draws and the front end's (``mel``: ``models.preprocess.MEL_DRAW_FIELDS``)
+DRAW_DTYPE = np.dtype([(name, field.dtype) for name, field in TAPE_FIELDS.items()] + [("mel", np.int16, (6,))])
 
 
 def _absent(field: TapeField, value: Any) -> bool:
@@ -112,7 +116,7 @@ def bytes_per_clip(n_classes: int, draws: int, topk: int | None) -> int:
     """Bytes a clip takes in the store: its logits (or top-k) per draw, plus what made each draw's input."""
     per_draw = 2 * n_classes if not topk else 2 * topk + 2 * topk + 2
     if draws:
-        per_draw += sum(np.dtype(f.dtype).itemsize for f in TAPE_FIELDS.values()) + 6 * 2
+        per_draw += DRAW_DTYPE.itemsize
     return max(draws, 1) * per_draw + 1  # + valid
 
 
@@ -203,9 +207,10 @@ class StoreWork:
             buf["valid"][at] = bool(valid[i])
             self._put_logits(buf, at, d, logits[i])
             if self.draws:
+                record = buf["draws"][at, d]
                 for name in TAPE_FIELDS:
-                    buf[f"draws/{name}"][at, d] = tape[name][i]
-                buf["draws/mel"][at, d] = mel[i]
+                    record[name] = tape[name][i]
+                record["mel"] = mel[i]
             buf["_filled"] += 1
             if buf["_filled"] == buf["valid"].shape[0] * self.depth:
                 self._write(chunk, self._buffers.pop(chunk))
@@ -221,9 +226,9 @@ class StoreWork:
         else:
             buf["logits"] = np.zeros((n, self.depth, self.n_classes), np.float16)
         if self.draws:
+            buf["draws"] = np.zeros((n, self.draws), DRAW_DTYPE)
             for name, field in TAPE_FIELDS.items():
-                buf[f"draws/{name}"] = np.full((n, self.draws), field.absent, field.dtype)
-            buf["draws/mel"] = np.zeros((n, self.draws, 6), np.int16)
+                buf["draws"][name] = field.absent
         return buf
 
     def _put_logits(self, buf: dict[str, Any], at: int, d: int, logits: np.ndarray) -> None:
@@ -240,7 +245,7 @@ class StoreWork:
 
     def _write(self, chunk: int, buf: dict[str, Any]) -> None:
         data = io.BytesIO()
-        np.savez(data, **{k.replace("/", "__"): v for k, v in buf.items() if not k.startswith("_")})
+        np.savez(data, **{k: v for k, v in buf.items() if not k.startswith("_")})
         with atomic_write(self.chunk_file(chunk)) as f:
             f.write(data.getvalue())
 
@@ -268,8 +273,8 @@ class StoreWork:
             for chunk in range(self.n_chunks):
                 rows = self.rows_of(chunk)
                 with np.load(self.chunk_file(chunk)) as part:
-                    for key in part.files:
-                        name, array = key.replace("__", "/"), part[key]
+                    for name in part.files:
+                        array = part[name]
                         if name not in datasets:
                             datasets[name] = hf.create_dataset(name, shape=(self.n_rows, *array.shape[1:]),
                                                                dtype=array.dtype, track_times=False)
@@ -281,7 +286,7 @@ class StoreWork:
 
 # --------------------------------------------------------------------------------------- reading
 class TeacherStore:
-    """A store file, read by row and draw (the h5py handle opens lazily in each process).
+    """A store file, read by row and draw (memory-mapped lazily in each process).
 
     Attributes:
         names: the clip names, row order (``numpy`` str array).
@@ -305,19 +310,29 @@ class TeacherStore:
             self.settings = json.loads(hf.attrs["settings"])
             self.names = np.asarray([decode_name(n) for n in hf["audio_name"][()]], dtype=str)
             self.valid = hf["valid"][()].astype(bool)
-        self._hf: h5py.File | None = None
+        self._arrays: dict[str, np.ndarray] | None = None
         self._pid: int | None = None
 
     def __len__(self) -> int:
         return len(self.names)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_hf": None, "_pid": None}  # h5py handles cannot cross processes
+        return {**self.__dict__, "_arrays": None, "_pid": None}  # opened again in each process
 
-    def _file(self) -> h5py.File:
-        if self._hf is None or self._pid != os.getpid():
-            self._hf, self._pid = open_hdf5(self.path), os.getpid()
-        return self._hf
+    def _data(self) -> dict[str, np.ndarray]:
+        """The numeric datasets, memory-mapped: the file writes them contiguous and uncompressed, so a
+        row is read straight from the page cache (an h5py read costs ~100x more per item)."""
+        if self._arrays is None or self._pid != os.getpid():
+            arrays = {}
+            with open_hdf5(self.path) as hf:
+                for name in ("logits", "topk_values", "topk_indices", "rest", "draws"):
+                    if name in hf:
+                        ds = hf[name]
+                        offset = ds.id.get_offset()
+                        arrays[name] = ds[()] if offset is None else \
+                            np.memmap(self.path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
+            self._arrays, self._pid = arrays, os.getpid()
+        return self._arrays
 
     def rows_of(self, names: Sequence[str]) -> np.ndarray:
         """The row of each name (-1 for names the store does not hold)."""
@@ -326,21 +341,18 @@ class TeacherStore:
 
     def logits(self, row: int, draw: int = 0) -> np.ndarray:
         """float32 ``[C]`` logits of ``row``'s ``draw`` (top-k stores: the others are the stored mean)."""
-        hf = self._file()
+        data = self._data()
         if not self.topk:
-            return hf["logits"][row, draw].astype(np.float32)
-        out = np.full(self.n_classes, np.float32(hf["rest"][row, draw]), dtype=np.float32)
-        out[hf["topk_indices"][row, draw].astype(np.int64)] = hf["topk_values"][row, draw]
+            return data["logits"][row, draw].astype(np.float32)
+        out = np.full(self.n_classes, np.float32(data["rest"][row, draw]), dtype=np.float32)
+        out[data["topk_indices"][row, draw].astype(np.int64)] = data["topk_values"][row, draw]
         return out
 
-    def tape(self, row: int, draw: int) -> dict[str, Any]:
-        """The waveform draws that made ``row``'s ``draw`` (for :func:`helpers.data.draws.replaying`)."""
-        hf = self._file()
-        return decode_tape({name: hf[f"draws/{name}"][row, draw] for name in TAPE_FIELDS})
-
-    def mel(self, row: int, draw: int) -> np.ndarray:
-        """int64 ``[6]``: the front end's draws of ``row``'s ``draw``."""
-        return self._file()["draws/mel"][row, draw].astype(np.int64)
+    def draw(self, row: int, draw: int) -> tuple[dict[str, Any], np.ndarray]:
+        """What made ``row``'s ``draw``: the waveform draws (for :func:`helpers.data.draws.replaying`) and
+        the front end's, int64 ``[6]``."""
+        record = self._data()["draws"][row, draw]
+        return decode_tape({name: record[name] for name in TAPE_FIELDS}), record["mel"].astype(np.int64)
 
     def size_per_clip(self) -> float:
         """Bytes of the file per clip."""
