@@ -55,52 +55,84 @@ def student(size: str) -> torch.nn.Module:
     return get_model(pretrained=False, n_classes=N_CLASSES, s_patchout_t=40, s_patchout_f=4, **SIZES[size])
 
 
+def _best(fn, repeats: int, windows: int) -> float:
+    """The least process CPU seconds per call over ``windows`` windows of ``repeats`` calls: CPU time,
+    unlike wall time, does not count what other processes of a shared machine take."""
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(windows):
+        start = time.process_time()
+        for _ in range(repeats):
+            fn()
+        best = min(best, (time.process_time() - start) / repeats)
+    return best
+
+
 def bench_step(size: str, batch: int, windows: int, steps: int) -> dict:
+    """Whole steps of each kind (alternating windows), and the parts distillation adds, timed alone."""
     device = torch.device("cpu")
     dtype = autocast_dtype(decide_precision(device, "auto", "train"))
-    mel = AugmentMelSTFT()
     teacher = OnlineTeacher(get_model(pretrained=False, n_classes=N_CLASSES, **SIZES[size]))
     teacher.place(device)
-    variants = {
-        "labels": None,
-        "offline": Distillation(0.9),
-        "replay": Distillation(0.9),
-        "online": Distillation(0.9, teacher=teacher),
-    }
+    variants = {"labels": None, "offline": Distillation(0.9), "replay": Distillation(0.9),
+                "online": Distillation(0.9, teacher=teacher)}
     torch.manual_seed(0)
     wave, targets = torch.randn(batch, 1, SAMPLES) * 0.1, (torch.rand(batch, N_CLASSES) > 0.98).float()
     soft = torch.cat([torch.rand(batch, N_CLASSES), torch.ones(batch, 1)], 1)
+    mel = AugmentMelSTFT().train()
     draws = mel.draw_augment(batch, SAMPLES)
     batches = {"labels": (wave, None, targets), "offline": (wave, None, targets, soft),
                "replay": (wave, None, targets, soft, draws), "online": (wave, None, targets)}
-    modules = {}
-    for name, distill in variants.items():
-        torch.manual_seed(0)
-        module = AudioModule(student(size), AugmentMelSTFT(), MultiLabelTask(), mixup_alpha=0.3, log_spectrograms=0,
-                             distill=distill)
-        module.log = lambda *args, **kwargs: None  # outside a Trainer
-        modules[name] = (module.train(), make_optimizer(module.parameter_groups(), lr=1e-5))
+    torch.manual_seed(0)
+    module = AudioModule(student(size), AugmentMelSTFT(), MultiLabelTask(), mixup_alpha=0.3, log_spectrograms=0)
+    module.log = lambda *args, **kwargs: None  # outside a Trainer
+    module.train()
+    optimizer = make_optimizer(module.parameter_groups(), lr=1e-5)
+    autocast = torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None)
 
     def step(name: str) -> None:
-        module, optimizer = modules[name]
-        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        module.distill = variants[name]
+        with autocast:
             loss = module.training_step(batches[name], 0)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    best = {name: float("inf") for name in variants}
+    whole = {name: float("inf") for name in variants}
     for name in variants:
         step(name)  # warm-up
-    for _ in range(windows):
-        for name in variants:
-            start = time.perf_counter()
+    order = list(variants)
+    for window in range(windows):
+        for name in order[window % 4:] + order[:window % 4]:  # each kind first in turn
+            start = time.process_time()
             for _ in range(steps):
                 step(name)
-            best[name] = min(best[name], (time.perf_counter() - start) / steps)
-    base = best["labels"]
+            whole[name] = min(whole[name], (time.process_time() - start) / steps)
+
+    # the parts: losses (forward + backward on the logits), the front end, the online teacher
+    logits = torch.randn(batch, N_CLASSES, requires_grad=True)
+    perm, lam = torch.randperm(batch), torch.rand(batch)
+    task, kd = MultiLabelTask(), Distillation(0.9)
+
+    def labels_loss():
+        task.loss(logits, targets, perm, lam).backward()
+
+    def kd_loss():
+        t = kd.teacher_targets(task, batches["offline"], None, perm, lam)
+        kd.loss(task, logits, targets, t, perm, lam)[0].backward()
+
+    spec = mel_forward(mel, wave)
+    parts = {"labels_loss": _best(labels_loss, 50, windows), "kd_loss": _best(kd_loss, 50, windows),
+             "mel": _best(lambda: mel_forward(mel, wave), 2, windows),
+             "mel_replayed_draws": _best(lambda: mel_forward(mel, wave, draws), 2, windows),
+             "online_teacher": _best(lambda: teacher.logits(spec), 1, windows)}
+    base = whole["labels"]
+    added = {"offline": parts["kd_loss"] - parts["labels_loss"],
+             "replay": parts["kd_loss"] - parts["labels_loss"] + parts["mel_replayed_draws"] - parts["mel"],
+             "online": parts["kd_loss"] - parts["labels_loss"] + parts["online_teacher"]}
     return {"student": size, "batch": batch, "precision": str(dtype or torch.float32),
-            "seconds_per_step": best, "overhead": {k: v / base - 1 for k, v in best.items()}}
+            "cpu_seconds_per_step": whole, "step_overhead": {k: v / base - 1 for k, v in whole.items()},
+            "parts_cpu_seconds": parts, "added_by_parts": {k: v / base for k, v in added.items()}}
 
 
 def bench_store(batch: int, repeats: int) -> dict:
@@ -113,16 +145,18 @@ def bench_store(batch: int, repeats: int) -> dict:
     out = {"members": len(archs), "batch": batch}
     for precision in ("auto", "fp32"):
         dtype = autocast_dtype(decide_precision("cpu", precision, "infer"))
-        timings = []
+        timings, cpu = [], []
         with torch.no_grad():
             for i in range(repeats + 1):
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 spec = mel_forward(mel, wave, draws)
                 with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
                     net(spec)
                 if i:  # the first is a warm-up
                     timings.append(time.perf_counter() - start)
+                    cpu.append(time.process_time() - start_cpu)
         out[f"clips_per_second_{precision}"] = batch / min(timings)
+        out[f"cpu_seconds_per_clip_{precision}"] = min(cpu) / batch
         out[f"precision_{precision}"] = str(dtype or torch.float32)
     return out
 

@@ -204,7 +204,8 @@ def test_every_experiment_stores_its_teacher_and_distils(experiment, mini_esc50,
     kd = {"kd": {"teacher_logits": store, "draws": draws, "replay": bool(draws), "weight": 0.7}}
     stored = run(ex, "store_teacher_logits", ["tiny_model"], common, kd).result
     assert TeacherStore(store).n_classes == classes and stored["clips"] == len(TeacherStore(store))
-    run(ex, "main", ["tiny_model", "mini_train"], common, kd, {"trainer": {"max_epochs": 1}, "swa": False},
+    run(ex, "main", ["tiny_model", "mini_train"], common, kd,
+        {"trainer": {"max_epochs": 1, "limit_val_batches": 1}, "swa": False},
         observe=tmp_path / "sacred")
     metrics = sacred_run(tmp_path / "sacred")["metrics"]
     for key in ("train_kd_loss", "train_label_loss"):

@@ -17,6 +17,7 @@ logits with the recorded draws to the store, which writes every finished chunk.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -100,6 +101,10 @@ class TeacherPass(pl.LightningModule):
         order = self.work.jobs(chunks)
         self.pending = len(chunks)
         return make_loader(self.jobs, {**self.loader_cfg, "shuffle": False}, sampler=order)
+
+    def setup(self, stage: str) -> None:
+        # the results go to the store, not back through predict(): nothing to warn about
+        warnings.filterwarnings("ignore", message="predict returned None")
 
     def on_predict_start(self) -> None:
         self.dtype_ = autocast_dtype(decide_precision(self.device, self.precision_request, "infer"))
