@@ -137,28 +137,24 @@ def add_configs(ex: Experiment) -> None:
 
     @ex.named_config
     def kd():
-        """Offline distillation (EfficientAT, the original's ex_audioset_kd.py): 0.1 * label loss + 0.9 * BCE with
-        the stored teacher's sigmoid(logits / T), T = 1; set kd.teacher_logits (made by store_teacher_logits)."""
+        """Offline distillation as EfficientAT: 0.1 label loss + 0.9 teacher loss, T = 1; set kd.teacher_logits."""
         kd = dict(weight=0.9, temperature=1.0)
 
     @ex.named_config
     def kd_ap486_recipe():
-        """The recipe of passt_s_kd_p16_128_ap486 as published (ex_audioset_kd.py): `kd` without wavmix, the AudioSet
-        defaults otherwise; teacher: an ensemble's stored logits (mAP .495; store them from ensemble_many)."""
+        """The published recipe of passt_s_kd_p16_128_ap486 (ex_audioset_kd.py): kd without wavmix; set kd.teacher_logits."""
         kd = dict(weight=0.9, temperature=1.0)
         basedataset = dict(wavmix=False)
 
     @ex.named_config
     def kd_consistent():
-        """Consistent teaching as CED: store 40 recorded augmentation draws per clip (top 20 logits), then train
-        label-free (lambda = 1) on one replayed draw per clip and epoch, without batch mixup (CED's AudioSet-2M recipe)."""
+        """Consistent teaching as CED: 40 recorded draws per clip (top 20 logits), replayed, label-free, no batch mixup."""
         kd = dict(weight=1.0, temperature=1.0, replay=True, draws=40, topk=20)
         use_mixup = False
 
     @ex.named_config
     def kd_online():
-        """Consistent teaching online: the teacher (kd.teacher, e.g. ensemble_many) runs on every training batch as
-        the student sees it (mixup included); 0.1 * label loss + 0.9 * distillation loss."""
+        """Online distillation: the teacher (kd.teacher) runs on every batch as the student sees it; lambda 0.9, T = 1."""
         kd = dict(weight=0.9, temperature=1.0)
 
     @ex.named_config
