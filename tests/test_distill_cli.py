@@ -116,6 +116,7 @@ def test_stored_logits_equal_the_teacher_on_the_clean_clips(mini_audioset, teach
     np.testing.assert_allclose(stored, expected, rtol=2e-3, atol=2e-3)  # float16: 11 significant bits
 
 
+@pytest.mark.precision  # a learning bound: it must hold in fp32 and in bf16
 def test_a_student_trained_on_stored_logits_alone_approaches_the_teacher(mini_audioset, teacher, clean_store,
                                                                           tmp_path):
     from ex_audioset import ex
@@ -137,6 +138,7 @@ def test_a_student_trained_on_stored_logits_alone_approaches_the_teacher(mini_au
                   "basedataset": {"wavmix": False}, "models": {"mel": {"freqm": 0, "timem": 0}}})
     student = build_net({"net": {**TEACHER_NET, "n_classes": 527}, "checkpoint": result.info["last_checkpoint"]})
     trained = distance(student)
+    # measured 0.066 against 0.38-0.40 (fp32 and bf16)
     assert trained < 0.5 * min(untrained), (trained, untrained)
 
 
