@@ -78,7 +78,7 @@ def clip_names(dataset: Dataset) -> list[str]:
 
 
 class _WithStore(Dataset):
-    """Shared by the two wrappers: the store, the training set's names and their rows in the store."""
+    """Shared by the two wrappers: the dataset, the store and how its logits become targets."""
 
     def __init__(self, dataset: Dataset, store: TeacherStore, activation: str, temperature: float) -> None:
         if activation not in ACTIVATIONS:
@@ -87,7 +87,6 @@ class _WithStore(Dataset):
             raise ValueError(f"kd.temperature={temperature}: expected a positive number")
         self.dataset, self.store = dataset, store
         self.activation, self.temperature = activation, float(temperature)
-        self.names = np.asarray(clip_names(dataset), dtype=str)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -116,10 +115,11 @@ class TeacherTargets(_WithStore):
             raise ValueError(f"{store.path} records {store.draws} augmented draws per clip: train on it with "
                              f"kd.replay=True (consistent teaching), or store clean logits with kd.draws=0")
         super().__init__(dataset, store, activation, temperature)
-        self.rows = store.rows_of(self.names.tolist())
+        names = clip_names(dataset)
+        self.rows = store.rows_of(names)
         if (self.rows < 0).all():
-            raise ValueError(f"{store.path} holds none of the {len(self.names)} training clips (its first names: "
-                             f"{store.names[:3].tolist()}; the training set's: {self.names[:3].tolist()})")
+            raise ValueError(f"{store.path} holds none of the {len(names)} training clips (its first names: "
+                             f"{store.names[:3].tolist()}; the training set's: {names[:3]})")
 
     def _clip(self, index: int, name: str) -> np.ndarray | None:
         row = int(self.rows[index])
@@ -146,10 +146,11 @@ class ReplayedDraws(_WithStore):
             raise ValueError(f"{store.path} holds clean logits only (kd.draws=0): consistent teaching (kd.replay=True) "
                              f"needs a store of recorded draws (store_teacher_logits with kd.draws=R)")
         super().__init__(dataset, store, activation, temperature)
-        if len(self.names) != len(store) or not np.array_equal(self.names, store.names):
-            differ = int(np.argmax(self.names != store.names)) if len(self.names) == len(store) else None
+        names = np.asarray(clip_names(dataset), dtype=str)
+        if len(names) != len(store) or not np.array_equal(names, store.names):
+            differ = int(np.argmax(names != store.names)) if len(names) == len(store) else None
             where = f"the first difference at clip {differ}" if differ is not None else \
-                f"{len(self.names)} clips against {len(store)}"
+                f"{len(names)} clips against {len(store)}"
             raise ValueError(f"{store.path} was recorded on another training set ({where}): replaying its draws "
                              f"needs the same clips in the same order (the same basedataset config)")
 
