@@ -265,6 +265,7 @@ def test_two_ddp_processes_store_the_same_file_as_one(mini_audioset, teacher, re
     proc = run_cli(*store_args(mini_audioset, path, tmp_path, f"kd.teacher={teacher}", "trainer.accelerator=cpu"),
                    ddp=2, threads=1, timeout=400)
     assert proc.returncode == 0, proc.output[-4000:]
+    assert "'processes': 2" in proc.output and "'computed_chunks': 4" in proc.output  # 32 clips, chunks of 8
     same_store(str(path), reference_store)
 
 

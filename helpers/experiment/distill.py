@@ -151,7 +151,8 @@ def store_teacher_logits(spec: ExperimentSpec, run: Any, cfg: dict[str, Any]) ->
     seconds = time.perf_counter() - start
     _barrier()  # every process has written its chunks
     result = {"path": path, "clips": len(names), "draws": kd["draws"], "topk": kd["topk"],
-              "computed_chunks": len(work.done_chunks()) - done_before, "seconds": seconds}
+              "processes": trainer.world_size, "computed_chunks": len(work.done_chunks()) - done_before,
+              "seconds": seconds}
     if trainer.is_global_zero:
         work.merge(names)
         store = TeacherStore(path)
