@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,21 +28,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from helpers.data.audio_io import encode_audio  # noqa: E402
-from helpers.data.teacher_store import StoreWork, TeacherStore, encode_tape  # noqa: E402
-from helpers.training.distill import Distillation, OnlineTeacher  # noqa: E402
-from helpers.training.module import AudioModule, mel_forward  # noqa: E402
-from helpers.training.optim import make_optimizer  # noqa: E402
-from helpers.training.speed import machine_description  # noqa: E402
-from helpers.training.tasks import MultiLabelTask  # noqa: E402
-from models.ensemble import get_ensemble_model  # noqa: E402
-from models.passt import get_model, resolve_arch  # noqa: E402
-from models.precision import autocast_dtype, decide_precision  # noqa: E402
-from models.preprocess import AugmentMelSTFT  # noqa: E402
-from models.registry import ENSEMBLES  # noqa: E402
+from helpers.data.audio_io import encode_audio
+from helpers.data.teacher_store import StoreWork, TeacherStore, encode_tape
+from helpers.training.distill import Distillation, OnlineTeacher
+from helpers.training.module import AudioModule, mel_forward
+from helpers.training.optim import make_optimizer
+from helpers.training.speed import machine_description
+from helpers.training.tasks import MultiLabelTask
+from models.build import get_ensemble_model, get_model
+from models.precision import autocast_dtype, decide_precision
+from models.preprocess import AugmentMelSTFT
+from models.registry import ENSEMBLES, resolve_arch
 
 SIZES = {"passt_s": dict(), "small": dict(depth=6, embed_dim=384, num_heads=6),
          "tiny": dict(depth=2, embed_dim=192, num_heads=3)}

@@ -14,13 +14,12 @@ import signal
 import sys
 from pathlib import Path
 
+from helpers.data.teacher_store import StoreWork
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    sys.path.insert(0, str(ROOT))
-    from helpers.data.teacher_store import StoreWork
-
     after = int(sys.argv[1])
     real_write = StoreWork._write
     written = []

@@ -18,7 +18,7 @@ from helpers.data.teacher_store import StoreWork, TeacherStore, bytes_per_clip, 
 from helpers.training.distill import Distillation, OnlineTeacher
 from helpers.training.module import AudioModule
 from helpers.training.tasks import MaskedMultiLabelTask, MultiClassTask, MultiLabelTask
-from models.passt import get_model
+from models.build import get_model
 from models.preprocess import AugmentMelSTFT
 
 

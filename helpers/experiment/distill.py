@@ -34,9 +34,8 @@ from helpers.training.tasks import Task
 from helpers.training.teacher_pass import TeacherJobs, TeacherPass
 from models.build import build_mel, build_net, net_output_classes
 from models.checkpoints import read_checkpoint
-from models.passt import resolve_arch
 from models.preprocess import AugmentMelSTFT
-from models.registry import ENSEMBLES, SHORT_NAMES
+from models.registry import ArchConfig, resolve_model
 
 __all__ = ["store_teacher_logits", "teacher_training_set", "distillation_for", "teacher_models_config"]
 
@@ -47,8 +46,15 @@ REPLAY_FREE_MEL_KEYS = ("freqm", "timem", "iid_masks", "fmin_aug_range")
 
 
 # --------------------------------------------------------------------------------- the teacher
+def _released(arch: ArchConfig) -> dict[str, Any]:
+    """``models.net`` arguments of a released architecture, as it was trained."""
+    return {"arch": arch.name, "pretrained": True, "n_classes": arch.n_classes, "fstride": arch.fstride,
+            "tstride": arch.tstride, "input_fdim": arch.input_fdim, "input_tdim": arch.input_tdim}
+
+
 def teacher_models_config(name: str, trust_checkpoint: bool = False, swa: bool = False) -> dict[str, Any]:
-    """A ``models`` config (``net``, ``mel``, ``ensemble``, ``checkpoint``) for a teacher name."""
+    """A ``models`` config (``net``, ``mel``, ``ensemble``, ``checkpoint``) for a teacher: a checkpoint file
+    written by training here, or any name of the registry (:func:`models.registry.resolve_model`)."""
     if os.path.isfile(name):
         record = read_checkpoint(name, trust_checkpoint=trust_checkpoint).get("passt") or {}
         models = record.get("models") if isinstance(record, dict) else None
@@ -61,18 +67,15 @@ def teacher_models_config(name: str, trust_checkpoint: bool = False, swa: bool =
                 "checkpoint_swa": swa, "trust_checkpoint": trust_checkpoint}
     if name.endswith((".ckpt", ".pt", ".pth", ".safetensors")):
         raise FileNotFoundError(f"kd.teacher={name!r}: no such checkpoint file")
-    if name in ENSEMBLES:
-        archs = [resolve_arch(m) for m in ENSEMBLES[name][1]]
-        return {"net": {"n_classes": archs[0].n_classes, "input_tdim": archs[0].input_tdim},
-                "mel": {"hopsize": archs[0].hopsize},
-                "ensemble": [[a.name, a.fstride, a.tstride] for a in archs]}
     try:
-        arch = resolve_arch(SHORT_NAMES.get(name, name))
+        choice = resolve_model(name)
     except ValueError as err:
-        raise ValueError(f"kd.teacher={name!r}: {err}; ensembles: {', '.join(ENSEMBLES)}; or a checkpoint file") from None
-    return {"net": {"arch": arch.name, "pretrained": True, "fstride": arch.fstride, "tstride": arch.tstride,
-                    "input_fdim": arch.input_fdim, "input_tdim": arch.input_tdim, "n_classes": arch.n_classes},
-            "mel": {"hopsize": arch.hopsize, "n_mels": arch.input_fdim}}
+        raise ValueError(f"kd.teacher={name!r}: {err}; or a checkpoint file") from None
+    first = choice.members[0]
+    mel = {"n_mels": first.input_fdim, "hopsize": first.hopsize}
+    if choice.is_ensemble:
+        return {"net": {"pretrained": True}, "mel": mel, "ensemble": [_released(a) for a in choice.members]}
+    return {"net": _released(first), "mel": mel, "ensemble": []}
 
 
 def _teacher_config(cfg: dict[str, Any]) -> dict[str, Any]:
