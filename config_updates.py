@@ -9,7 +9,9 @@ a few keys of the config tree (described by ``print_config``).
   of the 20 s and 30 s models also set the clip length);
 * the original's ensembles (:data:`models.registry.ENSEMBLES`), whose members' strides come from
   the registry;
-* training switches (``nomixup``, ``mini_train``, ``tiny_model``, ``dynamic_roll``, ...).
+* training switches (``nomixup``, ``mini_train``, ``tiny_model``, ``dynamic_roll``, ...);
+* knowledge distillation recipes (``kd``, ``kd_ap486_recipe``, ``kd_consistent``, ``kd_online``;
+  README "Knowledge distillation" has their sources and costs).
 
 Nothing here is a fact of its own: every model name and setting comes from :mod:`models.registry`.
 :func:`finetune_config` is the fine-tuning recipe the downstream experiments share.
@@ -140,6 +142,28 @@ def add_configs(ex: Experiment) -> None:
     def passt():
         """PaSST-S with get_model's default released weights (passt_s_kd_p16_128_ap486, stride 10)."""
         models = {"net": {"arch": "passt_s_kd_p16_128_ap486", "fstride": 10, "tstride": 10, "pretrained": True}}
+
+    @ex.named_config
+    def kd():
+        """Offline distillation as EfficientAT: 0.1 label loss + 0.9 teacher loss, T = 1; set kd.teacher_logits."""
+        kd = dict(weight=0.9, temperature=1.0)
+
+    @ex.named_config
+    def kd_ap486_recipe():
+        """The published recipe of passt_s_kd_p16_128_ap486 (ex_audioset_kd.py): kd without wavmix; set kd.teacher_logits."""
+        kd = dict(weight=0.9, temperature=1.0)
+        basedataset = dict(wavmix=False)
+
+    @ex.named_config
+    def kd_consistent():
+        """Consistent teaching as CED: 40 recorded draws per clip (top 20 logits), replayed, label-free, no batch mixup."""
+        kd = dict(weight=1.0, temperature=1.0, replay=True, draws=40, topk=20)
+        use_mixup = False
+
+    @ex.named_config
+    def kd_online():
+        """Online distillation: the teacher (kd.teacher) runs on every batch as the student sees it; lambda 0.9, T = 1."""
+        kd = dict(weight=0.9, temperature=1.0)
 
     @ex.named_config
     def dynamic_roll():

@@ -10,6 +10,10 @@ mask shared by the whole batch (per-example masks needed a 4-D input), and the r
 were trained that way; torchaudio 2.x draws one per example. The default here is the original's
 effective behaviour, a mask per batch; ``iid_masks=True`` gives one per example. Masks are drawn
 on the spectrogram's device (:func:`mask_band`), like the training mel banks.
+
+Explicit draws: :meth:`AugmentMelSTFT.draw_augment` draws the band shift and both masks of each
+example (:data:`MEL_DRAW_FIELDS`), and ``forward(x, augment=draws)`` applies exactly those, per
+example: what consistent teaching records with a teacher's logits and replays for the student.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ import torch.nn.functional as F
 from torchaudio.compliance.kaldi import get_mel_banks
 
 _logger = logging.getLogger(__name__)
+
+
+#: the columns of :meth:`AugmentMelSTFT.draw_augment`: band shifts (Hz) and the masks' first bin/frame and width
+MEL_DRAW_FIELDS = ("fmin_shift", "fmax_shift", "freq_start", "freq_width", "time_start", "time_width")
 
 
 def _mel_scale(freq: torch.Tensor) -> torch.Tensor:
@@ -44,6 +52,23 @@ def mask_band(mel: torch.Tensor, widest: int, dim: int, per_example: bool) -> to
     start, end = start.long(), start.long() + width.long()
     position = torch.arange(mel.shape[dim], device=mel.device)
     band = (position >= start) & (position < end)  # [batch or 1, size]
+    return mel.masked_fill(band.unsqueeze(2 if dim == 1 else 1), 0.0)
+
+
+def band_draws(n: int, size: int, widest: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(start, width)`` of ``n`` SpecAugment bands, long ``[n]`` on the CPU, drawn as :func:`mask_band` draws them."""
+    if widest < 1:
+        return torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
+    width = torch.rand(n, generator=generator) * widest
+    start = torch.rand(n, generator=generator) * (size - width)
+    return start.long(), width.long()
+
+
+def mask_bands_at(mel: torch.Tensor, start: torch.Tensor, width: torch.Tensor, dim: int) -> torch.Tensor:
+    """Zero the band ``[start_i, start_i + width_i)`` of each example along ``dim`` (1 or 2) of ``[batch, n_mels, frames]``."""
+    position = torch.arange(mel.shape[dim], device=mel.device)
+    start = start.reshape(-1, 1)
+    band = (position >= start) & (position < start + width.reshape(-1, 1))
     return mel.masked_fill(band.unsqueeze(2 if dim == 1 else 1), 0.0)
 
 
@@ -95,33 +120,56 @@ class AugmentMelSTFT(nn.Module):
             return self.eval_mel_basis
         return self.random_mel_basis(*self.random_band())
 
+    def _band_dtype(self) -> torch.dtype:
+        return torch.float32 if self.fft_bin_mels.device.type == "mps" else torch.float64  # MPS has no float64
+
     def random_band(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Training ``(fmin, fmax)``: ``fmin + randint(fmin_aug_range)`` and
         ``fmax + fmax_aug_range // 2 - randint(fmax_aug_range)`` Hz, drawn on the device (0-dim tensors)."""
-        device = self.fft_bin_mels.device
-        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        device, dtype = self.fft_bin_mels.device, self._band_dtype()
         fmin = self.fmin + torch.randint(self.fmin_aug_range, (), device=device, dtype=dtype)
         fmax = self.fmax + self.fmax_aug_range // 2 - torch.randint(self.fmax_aug_range, (), device=device, dtype=dtype)
         return fmin, fmax
 
     def random_mel_basis(self, fmin: torch.Tensor, fmax: torch.Tensor) -> torch.Tensor:
-        """Kaldi's mel banks (``get_mel_banks`` without warping) for a band given as device tensors.
+        """Kaldi's mel banks (``get_mel_banks`` without warping) for a band given as device tensors:
+        0-dim ``fmin``/``fmax`` give ``[n_mels, n_fft // 2 + 1]``, ``[batch]`` ones a bank per example.
 
         Made where the spectrogram is, with no host round trip: ``get_mel_banks`` takes Python
         numbers and builds its banks on the CPU. The band edges are computed in double precision
         and rounded to float32 as Kaldi's are, so the banks are the same as its (``tests/test_preprocess.py``).
         """
         mel_low, mel_high = _mel_scale(fmin), _mel_scale(fmax)
-        delta = ((mel_high - mel_low) / (self.n_mels + 1)).float()
+        shape = (*mel_low.shape, 1, 1)
+        delta = ((mel_high - mel_low) / (self.n_mels + 1)).float().reshape(shape)
         steps = torch.arange(self.n_mels + 2, device=delta.device, dtype=torch.float32).unsqueeze(1)
-        edges = mel_low.float() + steps * delta  # left, centre and right edges of the triangles
-        left, center, right = edges[:-2], edges[1:-1], edges[2:]
+        edges = mel_low.float().reshape(shape) + steps * delta  # left, centre and right edges of the triangles
+        left, center, right = edges[..., :-2, :], edges[..., 1:-1, :], edges[..., 2:, :]
         rising = (self.fft_bin_mels - left) / (center - left)
         falling = (right - self.fft_bin_mels) / (right - center)
         banks = torch.minimum(rising, falling).clamp_min(0.0)
         return F.pad(banks, (0, 1))  # as _mel_basis: no weight on the Nyquist bin
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def draw_augment(self, n: int, samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The augmentation of ``n`` examples of ``samples`` samples, drawn on the CPU: long ``[n, 6]``
+        (:data:`MEL_DRAW_FIELDS`), with the distributions of training (band shifts as :meth:`random_band`,
+        masks as :func:`mask_band`), one per example; ``forward(x, augment=...)`` applies them."""
+        fmin_shift = torch.randint(self.fmin_aug_range, (n,), generator=generator)
+        fmax_shift = torch.randint(self.fmax_aug_range, (n,), generator=generator)
+        freq_start, freq_width = band_draws(n, self.n_mels, self.freqm, generator)
+        time_start, time_width = band_draws(n, self.frames(samples), self.timem, generator)
+        return torch.stack([fmin_shift, fmax_shift, freq_start, freq_width, time_start, time_width], dim=1)
+
+    def mel_basis_at(self, augment: torch.Tensor) -> torch.Tensor:
+        """The banks ``[batch, n_mels, n_fft // 2 + 1]`` of the band shifts in ``augment`` (:meth:`draw_augment`)."""
+        dtype = self._band_dtype()
+        fmin = self.fmin + augment[:, 0].to(dtype)
+        fmax = self.fmax + self.fmax_aug_range // 2 - augment[:, 1].to(dtype)
+        return self.random_mel_basis(fmin, fmax)
+
+    def forward(self, x: torch.Tensor, augment: torch.Tensor | None = None) -> torch.Tensor:
+        """Spectrograms of ``x``; ``augment`` (long ``[batch, 6]``, :meth:`draw_augment`): exactly these
+        band shifts and masks, one per example, in either mode (else: random ones in training only)."""
         if x.dim() != 2:
             raise ValueError(f"AugmentMelSTFT expects waveforms of shape [batch, samples]; got {tuple(x.shape)}")
         # the front end always runs in fp32: log-mel of half-precision power spectra loses too much
@@ -130,9 +178,12 @@ class AugmentMelSTFT(nn.Module):
             stft = torch.stft(x, self.n_fft, hop_length=self.hopsize, win_length=self.win_length,
                               window=self.window, center=True, normalized=False, return_complex=True)
             power = torch.view_as_real(stft).pow(2).sum(-1)
-            mel = torch.matmul(self.mel_basis(), power)
+            mel = torch.matmul(self.mel_basis() if augment is None else self.mel_basis_at(augment), power)
             mel = (mel + 1e-5).log()
-        if self.training:
+        if augment is not None:
+            mel = mask_bands_at(mel, augment[:, 2], augment[:, 3], dim=1)
+            mel = mask_bands_at(mel, augment[:, 4], augment[:, 5], dim=2)
+        elif self.training:
             mel = mask_band(mel, self.freqm, dim=1, per_example=self.iid_masks)
             mel = mask_band(mel, self.timem, dim=2, per_example=self.iid_masks)
         return (mel + 4.5) / 5.0

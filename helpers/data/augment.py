@@ -18,7 +18,9 @@ returns items of the same form:
   dataset's ``basedataset`` config switches them.
 
 Randomness comes from torch's global generator, which the DataLoader seeds differently in every
-worker (NumPy's global generator would repeat the same "random" values in each worker).
+worker (NumPy's global generator would repeat the same "random" values in each worker). Every
+draw is named (:mod:`helpers.data.draws`), so an item's augmentation can be recorded and replayed
+exactly (consistent teaching), or left out (the clean clip).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset
+
+from helpers.data import draws
 
 __all__ = ["GainAugmentDataset", "RollDataset", "MixupDataset", "augment_training_set", "concat_datasets",
            "folded_beta", "mix_linearly", "random_gain", "random_roll"]
@@ -53,7 +57,7 @@ def folded_beta(alpha: float, n: int, device: torch.device | str | None = None) 
 
 def random_gain(wave: np.ndarray, gain_db: int) -> np.ndarray:
     """``wave`` scaled by a whole number of decibels drawn uniformly from ``[-gain_db, gain_db - 1]``."""
-    gain = int(torch.randint(2 * gain_db, ())) - gain_db
+    gain = draws.value("gain_db", lambda: int(torch.randint(2 * gain_db, ())) - gain_db, neutral=0)
     return wave * np.float32(10.0 ** (gain / 20.0))
 
 
@@ -63,7 +67,7 @@ def random_roll(wave: np.ndarray, shift_range: int = 50, shift: int | None = Non
     By ``shift`` samples when given, else by a shift drawn uniformly from ``[-shift_range, shift_range]``.
     """
     if shift is None:
-        shift = int(torch.randint(-shift_range, shift_range + 1, ()))
+        shift = draws.value("roll", lambda: int(torch.randint(-shift_range, shift_range + 1, ())), neutral=0)
     return np.roll(wave, shift, axis=-1)
 
 
@@ -148,11 +152,14 @@ class MixupDataset(_Wrapper):
         self.beta, self.rate, self.mix_targets = float(beta), float(rate), mix_targets
 
     def __getitem__(self, index: int) -> Item:
-        if float(torch.rand(())) >= self.rate:
+        if not draws.value("wavmix", lambda: float(torch.rand(())) < self.rate, neutral=False):
             return self.dataset[index]
         wave1, name1, target1 = self.dataset[index]
-        wave2, _, target2 = self.dataset[int(torch.randint(len(self.dataset), ()))]
-        lam = float(folded_beta(self.beta, 1))
+        partner = draws.value("partner", lambda: int(torch.randint(len(self.dataset), ())), neutral=None)
+        with draws.scope("partner."):
+            wave2, name2, target2 = self.dataset[partner]
+        draws.note("partner_name", name2)  # the clip actually mixed in (a corrupt one is replaced by the next)
+        lam = draws.value("lam", lambda: float(folded_beta(self.beta, 1)), neutral=1.0)
         wave = lam * (wave1 - wave1.mean()) + (1.0 - lam) * (wave2 - wave2.mean())
         return (wave - wave.mean()).astype(np.float32, copy=False), name1, self.mix_targets(target1, target2, lam)
 

@@ -9,8 +9,8 @@ An experiment script (``ex_audioset.py``, ``ex_esc50.py``, ...) only says what d
     if __name__ == "__main__":
         run_cli(ex)
 
-Commands: ``main`` (default; train), ``evaluate_only``, ``model_speed_test``, ``test_loaders``,
-``test_loaders_train_speed``, plus sacred's ``print_config``, ``print_named_configs``, ``help``.
+Commands: ``main`` (default; train), ``evaluate_only``, ``store_teacher_logits``, ``model_speed_test``,
+``test_loaders``, ``test_loaders_train_speed``, plus sacred's ``print_config``, ``print_named_configs``, ``help``.
 The config is checked once, when sacred has built it and before any command runs
 (:func:`helpers.experiment.config.check_config`, as a sacred config hook).
 
@@ -33,7 +33,7 @@ from sacred.utils import NamedConfigNotFoundError, apply_backspaces_and_linefeed
 
 from helpers.data.audio_io import AudioDecodeError
 from helpers.data.corrupt_clips import CorruptClipError
-from helpers.experiment import commands, report
+from helpers.experiment import commands, distill, report
 from helpers.experiment.config import RunConfig, check_config, default_config, plain, shared_config
 from helpers.experiment.ddp import prepare_argv, prepare_environment
 from helpers.experiment.loggers import atomic_sacred_files
@@ -161,6 +161,14 @@ def _register_commands(ex: Experiment, spec: ExperimentSpec) -> None:
     def test_loaders_train_speed(_config):
         """Time two passes over the training loader."""
         return commands.loader_speed(spec, plain(_config))
+
+    # last: sacred seeds captured functions in order, the earlier commands keep theirs
+    @ex.command
+    def store_teacher_logits(_run, _config):
+        """Run the teacher (kd.teacher, else models) over the training set and store its logits in
+        kd.teacher_logits: clean clips, or kd.draws recorded augmentation draws per clip (consistent
+        teaching); resumable, DDP=N shards it."""
+        return distill.store_teacher_logits(spec, _run, plain(_config))
 
 
 def run_cli(ex: Experiment, argv: Sequence[str] | None = None):

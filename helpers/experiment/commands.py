@@ -33,6 +33,7 @@ from helpers.experiment.ddp import (
     supervise_ranks,
     wait_for_child_processes,
 )
+from helpers.experiment.distill import distillation_for, teacher_training_set
 from helpers.experiment.loggers import SacredLogger, finish_wandb, make_wandb_logger
 from helpers.experiment.rank_watch import RankWatch
 from helpers.experiment.report import how_to_resume, remove_if_empty, sacred_run_folders, summary
@@ -353,7 +354,7 @@ def datamodule_for(spec: ExperimentSpec, cfg: dict[str, Any], run_dir: Path, tra
     """
     task = task or spec.get_task()
     n_classes = net_output_classes(cfg["models"])
-    train_set = spec.train_set() if training else None
+    train_set = teacher_training_set(spec.train_set(), cfg, task) if training else None
     eval_sets = [(s.name, s.dataset(), loader_config(cfg, s.loader)) for s in spec.evaluation_sets()]
     for split, dataset in [("training", train_set)] + [(name, ds) for name, ds, _ in eval_sets]:
         if dataset is not None:
@@ -382,7 +383,7 @@ def module_for(spec: ExperimentSpec, cfg: dict[str, Any], training: bool = True,
                   "class_names": spec.class_names() if spec.class_names else None,
                   # what a resume keeps (helpers/experiment/resume_config.py)
                   "seed": cfg.get("seed"), "batch_size": cfg["datasets"]["training"]["batch_size"]},
-        eval_sets=tuple(s.name for s in spec.evaluation_sets()),
+        eval_sets=tuple(s.name for s in spec.evaluation_sets()), distill=distillation_for(cfg, training),
     )
     if cfg["compile"]:
         module.net.compile()  # in place: parameter names (and checkpoint keys) stay net.*

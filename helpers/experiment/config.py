@@ -213,6 +213,28 @@ def shared_config(experiment: str = "audioset") -> DescribedConfig:
     c.add("speed_test.steps", 100, "timed steps")
     c.add("speed_test.warmup_steps", 10, "untimed steps first")
 
+    c.describe("kd", "knowledge distillation: training from a teacher's predictions (helpers/experiment/distill.py)")
+    c.add("kd.weight", 0.0, "lambda: loss = (1 - lambda) * label loss + lambda * distillation loss; 0: no "
+          "distillation; 1: label-free (`with kd`: 0.9, the original's)")
+    c.add("kd.temperature", 1.0, "T of the teacher's and the student's probabilities (the loss is scaled by T**2)")
+    c.add("kd.teacher_logits", None, "the teacher's stored logits (an HDF5 file made by store_teacher_logits, "
+          "which writes it): offline distillation")
+    c.add("kd.teacher", None, "the teacher: a released architecture, an ensemble named config (ensemble_many) or "
+          "a checkpoint file trained here; training runs it online on the student's input when kd.teacher_logits "
+          "is None; store_teacher_logits runs it (None: the models config)")
+    c.add("kd.teacher_swa", False, "a checkpoint teacher: its SWA weights")
+    c.add("kd.teacher_precision", "auto", "the teacher's precision (auto: the fastest the hardware runs natively; "
+          "fp32, bf16, fp16)")
+    c.add("kd.replay", False, "consistent teaching: replay the augmentation draws recorded in kd.teacher_logits "
+          "(stored with kd.draws > 0), one per clip and epoch")
+    c.add("kd.draws", 0, "store_teacher_logits: augmentation draws recorded per clip (0: one clean forward per clip)")
+    c.add("kd.store_seed", 0, "store_teacher_logits: seed of the recorded draws (fixed, so that running the command "
+          "again continues the same work)")
+    c.add("kd.chunk_rows", 256, "store_teacher_logits: clips per chunk of work (written as it finishes: what a kill "
+          "loses at most, per process)")
+    c.add("kd.topk", None, "store_teacher_logits: keep the k largest logits per draw and the mean of the others "
+          "(None: all, float16)")
+
     c.add("lr", 0.00002, "base learning rate")
     c.add("adamw", True, "AdamW; False: Adam without weight decay")
     c.add("weight_decay", 0.0001, "AdamW's decoupled weight decay")

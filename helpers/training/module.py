@@ -12,6 +12,10 @@ the full set on every rank, on the accelerator, logged as ``<set>_<metric>`` and
 loader each). With SWA the averaged network is evaluated beside the live one as
 ``swa_<set>_<metric>`` in the epochs that updated it.
 
+With knowledge distillation (a :class:`helpers.training.distill.Distillation`), the training loss is
+``(1 - lambda) * label loss + lambda * distillation loss`` against a teacher's probabilities (from
+the batch, or from an online teacher run on the student's input); validation is unchanged.
+
 The training and validation steps never wait for the accelerator: random draws (mixup, mel
 bands, patchout, time-encoding offsets) happen on the device and nothing is read back to the
 host per step (``tests/test_no_host_sync.py``).
@@ -28,6 +32,7 @@ import torch
 import torch.nn as nn
 from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 
+from helpers.training.distill import Distillation
 from helpers.training.gather import is_unshuffled_distributed_sampler, restore_padded_order
 from helpers.training.mixup import draw_mixup, mix
 from helpers.training.optim import make_optimizer
@@ -43,6 +48,28 @@ def spectrogram_image(spectrogram: torch.Tensor) -> np.ndarray:
     lo, hi = float(img.min()), float(img.max())
     img = (img - lo) / (hi - lo) if hi > lo else torch.zeros_like(img)
     return (img.flip(0).numpy() * 255).astype(np.uint8)
+
+
+def mel_forward(mel: nn.Module | None, wave: torch.Tensor, augment: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B, C, samples]`` (or ``[B, samples]``) waveforms to ``[B, C, n_mels, frames]`` spectrograms.
+
+    ``augment``: the front end's draws of each example (``AugmentMelSTFT.draw_augment``, one row per
+    example; single-channel batches): the recorded augmentation of consistent teaching. The same
+    function makes the teacher's input when the draws are recorded and the student's when they are
+    replayed, so both are the same bits.
+    """
+    if mel is None:
+        return wave
+    if wave.dim() == 2:
+        wave = wave.unsqueeze(1)
+    batch, channels, samples = wave.shape
+    if augment is None:
+        spectrograms = mel(wave.reshape(batch * channels, samples))
+    else:
+        if channels != 1:
+            raise ValueError(f"recorded front-end draws are per clip; the batch has {channels} channels")
+        spectrograms = mel(wave.reshape(batch, samples), augment=augment)
+    return spectrograms.reshape(batch, channels, *spectrograms.shape[1:])
 
 
 def dynamic_batch(spectrograms: torch.Tensor) -> torch.Tensor:
@@ -87,13 +114,14 @@ class AudioModule(pl.LightningModule):
             config and the class names there, so a checkpoint alone rebuilds and names its network).
         eval_sets: names of the evaluation sets, in the order of the validation loaders; they
             prefix the metrics (``val`` -> ``val_mAP``).
+        distill: knowledge distillation (None: the label loss alone).
     """
 
     def __init__(self, net: nn.Module, mel: nn.Module | None, task: Task,
                  lr_lambda: Callable[[int], float] | None = None, lr: float = 2e-5, adamw: bool = True,
                  weight_decay: float = 1e-4, weight_decay_all: bool = False, mixup_alpha: float | None = 0.3,
                  swa: bool = False, log_spectrograms: int = 2, metadata: dict | None = None,
-                 eval_sets: tuple[str, ...] = ("val",)) -> None:
+                 eval_sets: tuple[str, ...] = ("val",), distill: Distillation | None = None) -> None:
         super().__init__()
         self.net = net
         self.mel = mel
@@ -111,6 +139,7 @@ class AudioModule(pl.LightningModule):
         self.register_buffer("swa_n_averaged", torch.zeros((), dtype=torch.long))
         self.register_buffer("swa_last_epoch", torch.full((), -1, dtype=torch.long))  # last epoch that updated it
         self.eval_sets = tuple(eval_sets)
+        self.distill = distill
         self._val_outputs: dict[tuple[int, str], list[tuple[torch.Tensor, torch.Tensor]]] = {}
         #: examples of each evaluation set in the last validation (after removing DDP padding)
         self.last_eval_examples: dict[str, int] = {}
@@ -118,15 +147,9 @@ class AudioModule(pl.LightningModule):
         self.last_val_examples = 0
 
     # ----------------------------------------------------------------------------------- forward
-    def mel_forward(self, wave: torch.Tensor) -> torch.Tensor:
-        """``[B, C, samples]`` (or ``[B, samples]``) waveforms to ``[B, C, n_mels, frames]``."""
-        if self.mel is None:
-            return wave
-        if wave.dim() == 2:
-            wave = wave.unsqueeze(1)
-        batch, channels, samples = wave.shape
-        spectrograms = self.mel(wave.reshape(batch * channels, samples))
-        return spectrograms.reshape(batch, channels, *spectrograms.shape[1:])
+    def mel_forward(self, wave: torch.Tensor, augment: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, C, samples]`` (or ``[B, samples]``) waveforms to ``[B, C, n_mels, frames]`` (:func:`mel_forward`)."""
+        return mel_forward(self.mel, wave, augment)
 
     def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and embeddings of the live network for a waveform batch."""
@@ -140,9 +163,13 @@ class AudioModule(pl.LightningModule):
         return nets
 
     # ---------------------------------------------------------------------------------- training
+    def on_fit_start(self) -> None:
+        if self.distill is not None and self.distill.teacher is not None:
+            self.distill.teacher.place(self.device)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         wave, names, targets = batch[0], batch[1], batch[2]
-        spectrograms = self.mel_forward(wave)
+        spectrograms = self.mel_forward(wave, self.distill.mel_draws(batch) if self.distill is not None else None)
         perm = lam = None
         if self.mixup_alpha:
             perm, lam = draw_mixup(spectrograms.shape[0], self.mixup_alpha, device=spectrograms.device)
@@ -150,7 +177,14 @@ class AudioModule(pl.LightningModule):
         if batch_idx < self.log_spectrograms and self.current_epoch == 0:
             self._log_spectrogram(spectrograms, names, batch_idx)
         logits, _ = self.net(dynamic_batch(spectrograms))
-        loss = self.task.loss(logits, targets, perm, lam)  # the task mixes its targets like the inputs
+        if self.distill is None:
+            loss = self.task.loss(logits, targets, perm, lam)  # the task mixes its targets like the inputs
+        else:
+            teacher = self.distill.teacher_targets(self.task, batch, spectrograms, perm, lam)
+            loss, label_loss, kd_loss = self.distill.loss(self.task, logits, targets, teacher, perm, lam)
+            for name, value in (("train_label_loss", label_loss), ("train_kd_loss", kd_loss)):
+                self.log(name, value.detach(), on_step=False, on_epoch=True, sync_dist=True,
+                         batch_size=spectrograms.shape[0])
         # Nothing here reads a value back to the host (an accelerator would stall on it): the step
         # loss goes to the loggers only, which read it every `trainer.log_every_n_steps` steps; the
         # progress bar shows the epoch mean, reduced over the DDP ranks once, at the epoch's end (a

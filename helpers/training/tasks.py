@@ -8,6 +8,14 @@ A new task only needs the members of :class:`Task`.
 Batch mixup mixes the inputs of a training batch (``x_i <- lam_i x_i + (1 - lam_i) x_perm[i]``,
 :mod:`helpers.training.mixup`); the module hands ``perm`` and ``lam`` to :meth:`Task.loss`, so each
 task mixes its own targets the way its loss needs them.
+
+Knowledge distillation (:mod:`helpers.training.distill`) asks the task how it turns logits into
+probabilities (:attr:`Task.activation`) and for its distillation loss against a teacher's
+probabilities at temperature ``T`` (:meth:`Task.distillation_loss`): binary cross-entropy for
+multi-label tasks (masked by the annotations for OpenMIC), the Kullback-Leibler divergence of the
+softmax for one class per clip; both scaled by ``T**2`` (Hinton et al., 2015), so their gradients
+keep their size when ``T`` changes (at ``T = 1``, the original's and EfficientAT's value, they are
+the plain losses).
 """
 
 from __future__ import annotations
@@ -29,8 +37,9 @@ class Task(Protocol):
     monitor: str
     #: ``"max"`` or ``"min"`` for :attr:`monitor`
     monitor_mode: str
-    #: what turns logits into scores at inference (``"sigmoid"``: labels independent; ``"softmax"``: one
-    #: class per clip); stored in every checkpoint, so inference.py needs no flag for it
+    #: what turns logits into scores (``"sigmoid"``: labels independent; ``"softmax"``: one class per
+    #: clip): at inference (stored in every checkpoint, so inference.py needs no flag) and when a
+    #: teacher's probabilities are matched
     activation: str
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, perm: torch.Tensor | None = None,
@@ -42,6 +51,16 @@ class Task(Protocol):
 
     def check_targets(self, targets: torch.Tensor, n_classes: int) -> None:
         """Raise ValueError when a dataset's targets cannot be used with ``n_classes`` outputs."""
+
+    def distillation_loss(self, logits: torch.Tensor, soft: torch.Tensor, targets: torch.Tensor,
+                          temperature: float) -> torch.Tensor:
+        """Per-example loss ``[B]`` of ``logits`` against a teacher's probabilities ``soft`` at ``temperature``."""
+
+
+def _bce_at(logits: torch.Tensor, soft: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Element-wise ``T**2 * BCE(logits / T, soft)``."""
+    scale = temperature * temperature
+    return scale * F.binary_cross_entropy_with_logits(logits.float() / temperature, soft.float(), reduction="none")
 
 
 @dataclass(frozen=True)
@@ -56,6 +75,10 @@ class MultiLabelTask:
              lam: torch.Tensor | None = None) -> torch.Tensor:
         targets = targets.float() if perm is None else mix(targets.float(), perm, lam)
         return F.binary_cross_entropy_with_logits(logits.float(), targets)
+
+    def distillation_loss(self, logits: torch.Tensor, soft: torch.Tensor, targets: torch.Tensor,
+                          temperature: float) -> torch.Tensor:
+        return _bce_at(logits, soft, temperature).mean(dim=-1)
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         return multilabel_metrics(torch.sigmoid(logits.float()), targets)
@@ -84,6 +107,14 @@ class MultiClassTask:
         # float targets are (mixed-up) class probabilities; cross_entropy accepts both forms
         targets = targets.float() if targets.is_floating_point() else targets.long()
         return F.cross_entropy(logits.float(), targets)
+
+    def distillation_loss(self, logits: torch.Tensor, soft: torch.Tensor, targets: torch.Tensor,
+                          temperature: float) -> torch.Tensor:
+        # KL(soft || softmax(logits / T)); xlogy: classes the teacher gives 0 add nothing
+        soft = soft.float()
+        log_student = F.log_softmax(logits.float() / temperature, dim=-1)
+        kl = (torch.special.xlogy(soft, soft) - soft * log_student).sum(dim=-1)
+        return temperature * temperature * kl
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         return {"acc": accuracy(logits.float(), targets)}
@@ -124,6 +155,12 @@ class MaskedMultiLabelTask:
         if perm is not None:
             labels = mix(labels, perm, lam)
         return (F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none") * masks).mean()
+
+    def distillation_loss(self, logits: torch.Tensor, soft: torch.Tensor, targets: torch.Tensor,
+                          temperature: float) -> torch.Tensor:
+        # as the label loss: only the annotated labels count (each example keeps its own masks)
+        _, masks = self.split(targets, logits.shape[-1])
+        return (_bce_at(logits, soft, temperature) * masks).mean(dim=-1)
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         labels, masks = self.split(targets, logits.shape[-1])
