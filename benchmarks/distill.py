@@ -1,5 +1,8 @@
 """What knowledge distillation costs: step time, teacher passes, disk, item loading.
 
+Times are process CPU seconds on the CPU (other processes of a shared machine do not inflate them)
+and wall seconds after the queued kernels finish on a GPU (``--device cuda``).
+
 * ``step``: one training step (``AudioModule.training_step``, backward, fused AdamW) of a student on
   10 s clips, in the precision training picks here: labels only; offline distillation (teacher
   targets with the batch); consistent teaching by replay (also per-example mel banks and masks);
@@ -15,6 +18,7 @@
 
     .venv/bin/python benchmarks/distill.py                      # all parts, student PaSST-S
     .venv/bin/python benchmarks/distill.py --parts step --student small
+    .venv/bin/python benchmarks/distill.py --device cuda --parts step store --batch 12
 """
 
 from __future__ import annotations
@@ -50,40 +54,52 @@ def student(size: str) -> torch.nn.Module:
     return get_model(pretrained=False, n_classes=N_CLASSES, s_patchout_t=40, s_patchout_f=4, **SIZES[size])
 
 
-def _best(fn, repeats: int, windows: int) -> float:
-    """The least process CPU seconds per call over ``windows`` windows of ``repeats`` calls: CPU time,
-    unlike wall time, does not count what other processes of a shared machine take."""
+def clock(device: torch.device):
+    """The benchmark's clock (module docstring): CPU seconds of this process, or GPU wall seconds."""
+    if device.type != "cuda":
+        return time.process_time
+
+    def now() -> float:
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+    return now
+
+
+def _best(fn, repeats: int, windows: int, now) -> float:
+    """The least seconds per call (by ``now``) over ``windows`` windows of ``repeats`` calls."""
     fn()  # warm-up
     best = float("inf")
     for _ in range(windows):
-        start = time.process_time()
+        start = now()
         for _ in range(repeats):
             fn()
-        best = min(best, (time.process_time() - start) / repeats)
+        best = min(best, (now() - start) / repeats)
     return best
 
 
-def bench_step(size: str, batch: int, windows: int, steps: int) -> dict:
+def bench_step(size: str, batch: int, windows: int, steps: int, device: torch.device) -> dict:
     """Whole steps of each kind (alternating windows), and the parts distillation adds, timed alone."""
-    device = torch.device("cpu")
+    now = clock(device)
     dtype = autocast_dtype(decide_precision(device, "auto", "train"))
     teacher = OnlineTeacher(get_model(pretrained=False, n_classes=N_CLASSES, **SIZES[size]))
     teacher.place(device)
     variants = {"labels": None, "offline": Distillation(0.9), "replay": Distillation(0.9),
                 "online": Distillation(0.9, teacher=teacher)}
     torch.manual_seed(0)
-    wave, targets = torch.randn(batch, 1, SAMPLES) * 0.1, (torch.rand(batch, N_CLASSES) > 0.98).float()
-    soft = torch.cat([torch.rand(batch, N_CLASSES), torch.ones(batch, 1)], 1)
-    mel = AugmentMelSTFT().train()
-    draws = mel.draw_augment(batch, SAMPLES)
+    wave = (torch.randn(batch, 1, SAMPLES) * 0.1).to(device)
+    targets = (torch.rand(batch, N_CLASSES) > 0.98).float().to(device)
+    soft = torch.cat([torch.rand(batch, N_CLASSES), torch.ones(batch, 1)], 1).to(device)
+    mel = AugmentMelSTFT().train().to(device)
+    draws = mel.draw_augment(batch, SAMPLES).to(device)
     batches = {"labels": (wave, None, targets), "offline": (wave, None, targets, soft),
                "replay": (wave, None, targets, soft, draws), "online": (wave, None, targets)}
     torch.manual_seed(0)
-    module = AudioModule(student(size), AugmentMelSTFT(), MultiLabelTask(), mixup_alpha=0.3, log_spectrograms=0)
+    module = AudioModule(student(size), AugmentMelSTFT(), MultiLabelTask(), mixup_alpha=0.3,
+                         log_spectrograms=0).to(device)
     module.log = lambda *args, **kwargs: None  # outside a Trainer
     module.train()
     optimizer = make_optimizer(module.parameter_groups(), lr=1e-5)
-    autocast = torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None)
+    autocast = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
     def step(name: str) -> None:
         module.distill = variants[name]
@@ -99,14 +115,14 @@ def bench_step(size: str, batch: int, windows: int, steps: int) -> dict:
     order = list(variants)
     for window in range(windows):
         for name in order[window % 4:] + order[:window % 4]:  # each kind first in turn
-            start = time.process_time()
+            start = now()
             for _ in range(steps):
                 step(name)
-            whole[name] = min(whole[name], (time.process_time() - start) / steps)
+            whole[name] = min(whole[name], (now() - start) / steps)
 
     # the parts: losses (forward + backward on the logits), the front end, the online teacher
-    logits = torch.randn(batch, N_CLASSES, requires_grad=True)
-    perm, lam = torch.randperm(batch), torch.rand(batch)
+    logits = torch.randn(batch, N_CLASSES, device=device, requires_grad=True)
+    perm, lam = torch.randperm(batch, device=device), torch.rand(batch, device=device)
     task, kd = MultiLabelTask(), Distillation(0.9)
 
     def labels_loss():
@@ -117,41 +133,44 @@ def bench_step(size: str, batch: int, windows: int, steps: int) -> dict:
         kd.loss(task, logits, targets, t, perm, lam)[0].backward()
 
     spec = mel_forward(mel, wave)
-    parts = {"labels_loss": _best(labels_loss, 50, windows), "kd_loss": _best(kd_loss, 50, windows),
-             "mel": _best(lambda: mel_forward(mel, wave), 2, windows),
-             "mel_replayed_draws": _best(lambda: mel_forward(mel, wave, draws), 2, windows),
-             "online_teacher": _best(lambda: teacher.logits(spec), 1, windows)}
+    parts = {"labels_loss": _best(labels_loss, 50, windows, now), "kd_loss": _best(kd_loss, 50, windows, now),
+             "mel": _best(lambda: mel_forward(mel, wave), 2, windows, now),
+             "mel_replayed_draws": _best(lambda: mel_forward(mel, wave, draws), 2, windows, now),
+             "online_teacher": _best(lambda: teacher.logits(spec), 1, windows, now)}
     base = whole["labels"]
     added = {"offline": parts["kd_loss"] - parts["labels_loss"],
              "replay": parts["kd_loss"] - parts["labels_loss"] + parts["mel_replayed_draws"] - parts["mel"],
              "online": parts["kd_loss"] - parts["labels_loss"] + parts["online_teacher"]}
     return {"student": size, "batch": batch, "precision": str(dtype or torch.float32),
-            "cpu_seconds_per_step": whole, "step_overhead": {k: v / base - 1 for k, v in whole.items()},
-            "parts_cpu_seconds": parts, "added_by_parts": {k: v / base for k, v in added.items()}}
+            "clock": "wall seconds" if device.type == "cuda" else "CPU seconds",
+            "seconds_per_step": whole, "step_overhead": {k: v / base - 1 for k, v in whole.items()},
+            "parts_seconds": parts, "added_by_parts": {k: v / base for k, v in added.items()}}
 
 
-def bench_store(batch: int, repeats: int) -> dict:
+def bench_store(batch: int, repeats: int, device: torch.device) -> dict:
     archs = [resolve_arch(m) for m in ENSEMBLES["ensemble_many"][1]]
     net = get_ensemble_model([{"arch": a.name, "fstride": a.fstride, "tstride": a.tstride, "pretrained": False}
-                              for a in archs]).eval()
-    mel = AugmentMelSTFT().eval()
-    wave = torch.randn(batch, 1, SAMPLES) * 0.1
-    draws = mel.draw_augment(batch, SAMPLES)
+                              for a in archs]).eval().to(device)
+    mel = AugmentMelSTFT().eval().to(device)
+    wave = (torch.randn(batch, 1, SAMPLES) * 0.1).to(device)
+    draws = mel.draw_augment(batch, SAMPLES).to(device)
+    now = clock(device)
     out = {"members": len(archs), "batch": batch}
     for precision in ("auto", "fp32"):
-        dtype = autocast_dtype(decide_precision("cpu", precision, "infer"))
-        timings, cpu = [], []
+        dtype = autocast_dtype(decide_precision(device, precision, "infer"))
+        timings, clocked_seconds = [], []
         with torch.no_grad():
             for i in range(repeats + 1):
-                start, start_cpu = time.perf_counter(), time.process_time()
+                start, start_clock = time.perf_counter(), now()
                 spec = mel_forward(mel, wave, draws)
-                with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                     net(spec)
                 if i:  # the first is a warm-up
+                    clocked = now() - start_clock
                     timings.append(time.perf_counter() - start)
-                    cpu.append(time.process_time() - start_cpu)
+                    clocked_seconds.append(clocked)
         out[f"clips_per_second_{precision}"] = batch / min(timings)
-        out[f"cpu_seconds_per_clip_{precision}"] = min(cpu) / batch
+        out[f"seconds_per_clip_{precision}"] = min(clocked_seconds) / batch
         out[f"precision_{precision}"] = str(dtype or torch.float32)
     return out
 
@@ -222,6 +241,7 @@ def bench_items(clips: int = 32, lookups: int = 2000) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", nargs="+", default=["step", "store", "disk", "items"])
+    parser.add_argument("--device", default="cpu", help="where step and store run (cpu or cuda)")
     parser.add_argument("--student", default="passt_s", choices=sorted(SIZES))
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--windows", type=int, default=3)
@@ -229,13 +249,14 @@ def main() -> None:
     parser.add_argument("--store-batch", type=int, default=2)
     parser.add_argument("--json", type=str, default=None, help="also write the results here")
     args = parser.parse_args()
-    results: dict = {"machine": machine_description("cpu")}
+    device = torch.device(args.device)
+    results: dict = {"machine": machine_description(device.type)}
     print(results["machine"], flush=True)
     if "step" in args.parts:
-        results["step"] = bench_step(args.student, args.batch, args.windows, args.steps)
+        results["step"] = bench_step(args.student, args.batch, args.windows, args.steps, device)
         print(json.dumps(results["step"], indent=1), flush=True)
     if "store" in args.parts:
-        results["store"] = bench_store(args.store_batch, repeats=2)
+        results["store"] = bench_store(args.store_batch, repeats=2, device=device)
         print(json.dumps(results["store"], indent=1), flush=True)
     if "disk" in args.parts:
         results["disk"] = bench_disk()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What a CPU-only project could not measure, in one run on one GPU (under 8 minutes on an H100).
+# What a CPU-only project could not measure, in one run on one GPU (about 10 minutes on an H100).
 #
 #   benchmarks/gpu_check.sh          # on a machine with a CUDA GPU
 #   benchmarks/gpu_check.sh --dry    # on the CPU with tiny sizes: every step runs, no figure means anything
@@ -13,6 +13,9 @@
 #   5. the attention-path table for the GPU, bf16 and fp16, recorded into models/attention_paths.json
 #      (attention_paths.py --record; commit it)
 #   6. how long a PaSST-S checkpoint save holds up the loop, in it and in the background (checkpoint_stall.py)
+#   7. the memory gradient checkpointing saves on 30 s clips, batch 32 (grad_checkpointing_memory.py)
+#   8. what distillation adds to a training step (offline, replay, online teacher) and the teacher pass of
+#      ensemble_many per clip (distill.py)
 # The report goes to stdout and to gpu_check-<host>-<date>.md (or $GPU_CHECK_REPORT).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +54,10 @@ main() {
         step "Attention paths (not recorded)" 120 "$PY" benchmarks/attention_paths.py --device cpu --tokens 14 64 \
             --reps 1
         step "Checkpoint stall" 120 "$PY" benchmarks/checkpoint_stall.py --rounds 1
+        step "Gradient checkpointing memory" 180 "$PY" benchmarks/grad_checkpointing_memory.py --device cpu --tiny \
+            --batch 1 --settings "s_t=40, s_f=4" --precisions fp32
+        step "Distillation costs" 180 "$PY" benchmarks/distill.py --device cpu --parts step disk --student tiny \
+            --batch 2 --windows 1 --steps 1
     else
         nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
         step "CUDA fidelity" 120 "$PY" benchmarks/cuda_fidelity.py
@@ -65,6 +72,10 @@ main() {
             "'$PY' benchmarks/attention_paths.py --device cuda --dtype bfloat16 --record && \
              '$PY' benchmarks/attention_paths.py --device cuda --dtype float16 --record"
         step "Checkpoint stall (state on the GPU)" 90 "$PY" benchmarks/checkpoint_stall.py --device cuda --rounds 2
+        step "Gradient checkpointing memory (30 s clips, batch 32)" 150 "$PY" benchmarks/grad_checkpointing_memory.py \
+            --device cuda --batch 32
+        step "Distillation costs (PaSST-S student, batch 12; ensemble_many's pass)" 120 "$PY" benchmarks/distill.py \
+            --device cuda --parts step store --batch 12 --store-batch 16
     fi
     if [[ ${#FAILED[@]} -gt 0 ]]; then
         echo -e "\nFailed: ${FAILED[*]}"

@@ -30,6 +30,7 @@ from helpers.training.speed import machine_description, synchronize, training_st
 from helpers.training.tasks import MultiLabelTask
 
 FRAMES = 3000  # 30 s at hop 320
+TINY = dict(depth=2, embed_dim=96, num_heads=2)  # --tiny: checks the script runs (gpu_check.sh --dry)
 SETTINGS = {
     "no patchout": {},
     "s_t=40, s_f=4": dict(s_patchout_t=40, s_patchout_f=4),
@@ -50,14 +51,14 @@ def peak_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def measure(setting: str, precision: str, checkpointed: bool, batch: int, device: str) -> dict:
+def measure(setting: str, precision: str, checkpointed: bool, batch: int, device: str, tiny: bool = False) -> dict:
     """Held and step memory (MB) and the step's seconds of one configuration (see the module doc)."""
     from helpers.training.optim import make_optimizer
     from models.build import get_model
 
     torch.manual_seed(0)
     model = get_model(pretrained=False, input_tdim=FRAMES, grad_checkpointing=checkpointed,
-                      **SETTINGS[setting]).to(device).train()
+                      **SETTINGS[setting], **(TINY if tiny else {})).to(device).train()
     optimizer = make_optimizer(model.parameters(), lr=1e-5)
     targets = (torch.rand(batch, 527, device=device) < 0.05).float()
     dtype = torch.bfloat16 if precision == "bf16" else None
@@ -90,16 +91,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, help="30 s spectrograms per step (default: 2 on CPU, 32 on GPU)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--tiny", action="store_true", help="a 2-block network of width 96 instead of PaSST-S")
     args = parser.parse_args()
 
     if args.child:
-        setting, precision, checkpointed, batch, device = args.child
-        print(json.dumps(measure(setting, precision, checkpointed == "1", int(batch), device)))
+        setting, precision, checkpointed, batch, device, tiny = args.child
+        print(json.dumps(measure(setting, precision, checkpointed == "1", int(batch), device, tiny == "1")))
         return
 
     batch = args.batch or (32 if args.device == "cuda" else 2)
     what = "max_memory_allocated" if args.device == "cuda" else "peak RSS"
-    print(f"Machine: {machine_description(args.device)}; PaSST-S, {FRAMES} frames, batch {batch}; "
+    network = "tiny PaSST" if args.tiny else "PaSST-S"
+    print(f"Machine: {machine_description(args.device)}; {network}, {FRAMES} frames, batch {batch}; "
           f"memory: {what}, one process per row\n", flush=True)
     print("| setting | precision | grad checkpointing | held MB | step MB | peak MB | step s |")
     print("|---|---|---|---|---|---|---|", flush=True)
@@ -107,7 +110,8 @@ def main() -> None:
         for precision in args.precisions:
             rows = {}
             for checkpointed in (False, True):
-                r = run_child([setting, precision, str(int(checkpointed)), str(batch), args.device], script=__file__)
+                r = run_child([setting, precision, str(int(checkpointed)), str(batch), args.device,
+                               str(int(args.tiny))], script=__file__)
                 rows[checkpointed] = r
                 print(f"| {setting} | {precision} | {'on' if checkpointed else 'off'} | {r['held_mb']:.0f} | "
                       f"{r['step_mb']:.0f} | {r['peak_mb']:.0f} | {r['seconds']:.1f} |", flush=True)
