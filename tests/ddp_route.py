@@ -12,7 +12,9 @@ again. The environment says what to do:
   (the module's state dict).
 * ``PASST_TEST_OWN_SEED=1``: every process that is not global rank 0 replaces the command line's
   ``seed=`` with a random one, as if the command line gave none: the ranks start with different
-  seeds, and must train with rank 0's.
+  seeds, and must train with rank 0's. A resume (``ckpt_path=``) leaves ``seed=`` out on those
+  processes instead: a resume typed without a seed takes the checkpoint's (one with another seed
+  is refused, on every rank alike).
 * ``PASST_TEST_STOP=<rank>:<step>:kill|term``: at the start of training step ``<step>``, once the
   checkpoints asked for before it are on the disk, that global rank kills itself with SIGKILL
   (``kill``) or sends itself SIGTERM (``term``; SIGTERM is then checked at every step). It writes
@@ -73,9 +75,13 @@ def main() -> None:
     folder = Path(os.environ["PASST_TEST_RECORD"])
     folder.mkdir(parents=True, exist_ok=True)
     argv = list(sys.argv)
-    if os.environ.get("PASST_TEST_OWN_SEED") and not ddp.is_global_rank_zero():
-        argv = [f"seed={random.randrange(2**31)}" if arg.startswith("seed=") else arg for arg in argv]
     own_seed = int(next(arg for arg in argv if arg.startswith("seed=")).split("=")[1])
+    if os.environ.get("PASST_TEST_OWN_SEED") and not ddp.is_global_rank_zero():
+        if any(arg.startswith("ckpt_path=") for arg in argv):
+            argv = [arg for arg in argv if not arg.startswith("seed=")]  # the checkpoint's seed: own_seed
+        else:
+            own_seed = random.randrange(2**31)
+            argv = [f"seed={own_seed}" if arg.startswith("seed=") else arg for arg in argv]
     stop = os.environ.get("PASST_TEST_STOP")
     if stop and stop.endswith(":term"):
         sigterm.CHECK_EVERY_S = 0.0  # agree every step: the stop comes at a known step
