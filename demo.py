@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> dict:
         named_configs=["mini_train", "tiny_model"],
         config_updates={
             "seed": 1,
-            "basedataset": {**data["basedataset_config"], "gain_augment": 0, "wavmix": False},
+            # the recipe's sampler (without replacement; mini_train draws with it, for data smaller than an epoch)
+            "basedataset": {**data["basedataset_config"], "gain_augment": 0, "wavmix": False, "sampler_replace": False},
             "datasets": {"training": {"batch_size": 8, "num_workers": 0},
                          "test": {"batch_size": 8, "num_workers": 0}},
             "models": {"net": {"depth": 2, "embed_dim": 64, "num_heads": 4, "s_patchout_t": 0, "s_patchout_f": 0},

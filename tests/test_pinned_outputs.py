@@ -147,7 +147,7 @@ def test_short_training_run_metrics(mini_audioset, tmp_path):
     """``mini_train tiny_model`` in fp32 (2 epochs of 5 batches, mixup, SWA, the importance sampler)."""
     from ex_audioset import ex
 
-    updates = data_config(mini_audioset)
+    updates = data_config(mini_audioset, sampler_replace=False)  # as recorded (mini_train now draws with replacement)
     updates.update(seed=1, output_dir=str(tmp_path), trainer={"enable_progress_bar": False, "precision": "32-true"},
                    wandb={"mode": "disabled"})
     run = ex.run(named_configs=["mini_train", "tiny_model"], config_updates=updates, options={"--loglevel": "ERROR"})
