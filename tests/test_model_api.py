@@ -9,6 +9,7 @@ here are in fp32.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,17 @@ from models.ensemble import PaSSTEnsemble
 from models.passt import PaSST
 
 GOLDEN = Path(__file__).with_name("golden") / "passt_tiny_outputs.pt"
+
+
+def kernel_fingerprint() -> str:
+    """What picks the CPU kernels: torch's SIMD level, the CPU model and the instruction sets oneDNN and
+    MKL choose by (e.g. AMX), and a cap on oneDNN's (``ONEDNN_MAX_CPU_ISA``)."""
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    fields = dict(line.split(":", 1) for line in info if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = sorted(set(fields.get("flags", "").split()) & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"})
+    return (f"{torch.backends.cpu.get_cpu_capability()} | {fields.get('vendor_id', '?')} {fields.get('model name', '?')} "
+            f"| {' '.join(flags)} | ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '')}")
 
 
 def reference_outputs(**kwargs) -> dict[str, torch.Tensor]:
@@ -40,10 +52,10 @@ def reference_outputs(**kwargs) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("grad_checkpointing", [False, True])
 def test_outputs_and_gradient_equal_those_recorded_before_the_model_api(grad_checkpointing):
-    """Bit-identical on a CPU of the recording's kind (same SIMD level: same kernels); others may
-    round the last bits differently."""
+    """Bit-identical where the kernels are the recording's (:func:`kernel_fingerprint`); other CPUs
+    may round the last bits differently."""
     golden = torch.load(GOLDEN, weights_only=True)
-    same_kernels = golden["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    same_kernels = golden["kernels"] == kernel_fingerprint()
     for name, value in reference_outputs(grad_checkpointing=grad_checkpointing).items():
         if same_kernels:
             assert torch.equal(value, golden[name]), name
@@ -232,5 +244,5 @@ def test_ensemble_offers_the_api_that_applies_to_a_mean_of_networks():
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
-    torch.save({**reference_outputs(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}, GOLDEN)
+    torch.save({**reference_outputs(), "kernels": kernel_fingerprint()}, GOLDEN)
     print(f"wrote {GOLDEN}")
