@@ -31,9 +31,13 @@ browser:
 
 # The whole suite with this machine's CPU precision decision, then the tests whose outcome depends on
 # that decision (marked `precision`) with the other one (PASST_CPU_PRECISION), so every machine runs both.
+# TEST_WORKERS processes (pytest-xdist) share the tests; a test file stays in one of them (its module
+# fixtures are made once). TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: $(STAMP) browser
-	$(PY) -m pytest
-	$(PY) -m pytest -m precision --cpu-precision=other
+	$(PY) -m pytest $(XDIST)
+	$(PY) -m pytest $(XDIST) -m precision --cpu-precision=other
 
 # Everything but the tests marked `slow` (real commands in subprocesses, DDP, fault injection, the
 # browser, exports, compilation): under a minute, for the edit-test loop. `make test` runs them all.
