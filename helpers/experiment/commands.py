@@ -85,10 +85,9 @@ def train(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> dic
     module = module_for(spec, cfg, training=True, task=task)
     checkpointing = checkpoint_callbacks(spec, cfg, run_dir, task=task)
     trainer_cfg = dict(cfg["trainer"])
-    callbacks: list[pl.Callback] = [
-        RankZeroDecides({"run": cfg["seed"], "steps": seed}, run_dir, observer_dirs(run),
-                        lambda seeds, d: adopt_rank_zero(seeds, d, run_dir, datamodule, callbacks)),
-        RankWatch(cfg["ddp"]["dead_rank_after_s"]),
+    callbacks: list[pl.Callback] = []
+    callbacks += [
+        *rank_callbacks(cfg, seed, run, run_dir, datamodule, callbacks),
         *checkpointing, LearningRateMonitor(logging_interval="epoch"),
         ValidationReport([s.name for s in spec.evaluation_sets()]), CtrlCStopsLikeSigterm(),
     ]
@@ -147,11 +146,8 @@ def evaluate(spec: ExperimentSpec, run: Any, cfg: dict[str, Any], seed: int) -> 
     module = module_for(spec, cfg, training=False, task=task)
     trainer_cfg = {**cfg["trainer"], "enable_checkpointing": False,
                    "plugins": [*(cfg["trainer"].get("plugins") or []), *launch_plugins()]}
-    callbacks: list[pl.Callback] = [
-        RankZeroDecides({"run": cfg["seed"], "steps": seed}, run_dir, observer_dirs(run),
-                        lambda seeds, d: adopt_rank_zero(seeds, d, run_dir, datamodule, callbacks)),
-        RankWatch(cfg["ddp"]["dead_rank_after_s"]),
-    ]
+    callbacks: list[pl.Callback] = []
+    callbacks += rank_callbacks(cfg, seed, run, run_dir, datamodule, callbacks)
     trainer = build_trainer(trainer_cfg, callbacks, [SacredLogger(run)], default_root_dir=str(run_dir),
                             ddp_cfg=cfg["ddp"], command="evaluate")
     run.info.update(precision=str(trainer.precision))
@@ -256,6 +252,16 @@ def run_folder(output_dir: str, name: str, run: Any, resume_from: str | None = N
 def observer_dirs(run: Any) -> list[str]:
     """The folders of the run's sacred ``-F`` observers (empty for an unobserved rank)."""
     return [obs.dir for obs in getattr(run, "observers", []) if getattr(obs, "dir", None)]
+
+
+def rank_callbacks(cfg: dict[str, Any], seed: int, run: Any, run_dir: Path, datamodule: AudioDataModule,
+                   callbacks: list[pl.Callback]) -> list[pl.Callback]:
+    """What every command that builds a Trainer starts its ``callbacks`` with: rank 0's seeds and run
+    folder for every rank (:func:`adopt_rank_zero` hands them to ``callbacks``, the command's whole
+    list, when the process group is up) and the watch for dead ranks."""
+    return [RankZeroDecides({"run": cfg["seed"], "steps": seed}, run_dir, observer_dirs(run),
+                            lambda seeds, d: adopt_rank_zero(seeds, d, run_dir, datamodule, callbacks)),
+            RankWatch(cfg["ddp"]["dead_rank_after_s"])]
 
 
 def adopt_rank_zero(seeds: dict[str, int], run_dir: Path, own_run_dir: Path, datamodule: AudioDataModule,
